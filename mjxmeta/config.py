@@ -1,0 +1,384 @@
+"""Run configuration: frozen dataclasses and their validation.
+
+Every field has a type and an accepted range; :func:`validate` checks them all
+in plain Python (no JAX import, no compile) and raises :class:`ConfigError`
+naming the field, the value and what is accepted.
+
+Defaults follow ``shared/ALGORITHM.md``: where the paper (Xu, Liu, Zhao, Peng,
+ICML 2018) is silent, OpenAI Baselines' DDPG of 2017 (preset
+``baselines2017``); ``modern`` is the 256-256 / batch 256 / lr 3e-4 setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+ENV_NAMES = (
+    "pendulum",
+    "inverted_pendulum",
+    "inverted_double_pendulum",
+    "reacher",
+    "hopper",
+    "halfcheetah",
+)
+TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
+META_TEACHERS = ("meta_variance", "meta", "meta_state")
+STUDENT_NAMES = ("ddpg",)
+BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
+PRESET_NAMES = ("baselines2017", "modern")
+
+
+class ConfigError(ValueError):
+    """A config field holds a value outside its accepted set.
+
+    Attributes:
+      field: dotted name of the offending field, e.g. ``"student.batch_size"``.
+    """
+
+    def __init__(self, field_name: str, value: Any, accepted: str):
+        self.field = field_name
+        super().__init__(f"config field '{field_name}' = {value!r} is invalid: accepted {accepted}")
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """DDPG student (Lillicrap et al. 2016; Baselines 2017 defaults).
+
+    Attributes:
+      name: student algorithm; only ``"ddpg"``.
+      hidden: hidden layer widths of actor and critic.
+      layer_norm: LayerNorm after each hidden layer (Baselines: on).
+      actor_lr, critic_lr: Adam learning rates.
+      critic_l2: L2 coefficient on critic hidden kernels; loss term
+        ``critic_l2 * sum(w**2) / 2`` (TF ``l2_regularizer`` as in Baselines).
+      batch_size: minibatch size of every gradient step.
+      buffer_size: replay capacity in transitions (per seed).
+      gamma: discount factor.
+      tau: Polyak coefficient, ``theta' <- (1 - tau) theta' + tau theta``.
+      normalize_observations: normalize observations with running statistics
+        (clipped to +-5 as in Baselines).
+      updates_per_iteration: student gradient steps per iteration (Baselines:
+        50 per 100 rollout steps).
+    """
+
+    name: str = "ddpg"
+    hidden: tuple[int, ...] = (64, 64)
+    layer_norm: bool = True
+    actor_lr: float = 1e-4
+    critic_lr: float = 1e-3
+    critic_l2: float = 1e-2
+    batch_size: int = 64
+    buffer_size: int = 1_000_000
+    gamma: float = 0.99
+    tau: float = 0.01
+    normalize_observations: bool = True
+    updates_per_iteration: int = 50
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "baselines2017": dict(hidden=(64, 64), batch_size=64, actor_lr=1e-4, critic_lr=1e-3, tau=0.01,
+                          critic_l2=1e-2, layer_norm=True),
+    "modern": dict(hidden=(256, 256), batch_size=256, actor_lr=3e-4, critic_lr=3e-4, tau=0.005,
+                   critic_l2=0.0, layer_norm=False),
+}
+
+
+def student_preset(name: str, **overrides: Any) -> StudentConfig:
+    """Returns the named student preset with ``overrides`` applied.
+
+    Raises:
+      ConfigError: if ``name`` is not one of :data:`PRESET_NAMES`.
+    """
+    if name not in PRESETS:
+        raise ConfigError("student.preset", name, f"one of {PRESET_NAMES}")
+    return StudentConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """Exploration policy (teacher) pi_e.
+
+    Attributes:
+      name: one of :data:`TEACHER_NAMES` (``shared/ALGORITHM.md``, table
+        "Teacher variants").
+      init_std: initial (``meta*``) or fixed (``gaussian``) action-noise std in
+        the normalized action space [-1, 1].
+      lr: Adam learning rate of the meta-policy gradient step (eta in eq. 2).
+      hidden: hidden widths of the teacher network f (``meta``, ``meta_state``).
+      ou_theta, ou_sigma, ou_dt: Ornstein-Uhlenbeck parameters (Baselines).
+      baseline: meta-reward baseline: ``leave_one_out`` (K >= 2), ``ema``,
+        ``none`` (the paper's estimator) or ``auto`` (leave_one_out if K >= 2,
+        else ema).
+      ema_decay: decay of the moving-average baseline.
+      min_log_std, max_log_std: clip range of the learned log sigma.
+    """
+
+    name: str = "meta"
+    init_std: float = 0.2
+    lr: float = 1e-3
+    hidden: tuple[int, ...] = (64, 64)
+    ou_theta: float = 0.15
+    ou_sigma: float = 0.2
+    ou_dt: float = 1e-2
+    baseline: str = "auto"
+    ema_decay: float = 0.9
+    min_log_std: float = -5.0
+    max_log_std: float = 1.0
+
+
+@dataclass(frozen=True)
+class MetaConfig:
+    """The meta-policy-gradient loop (Algorithm 1 with K candidates).
+
+    Attributes:
+      candidates: K, candidate D0 batches per iteration.
+      lookahead_updates: gradient steps of each look-ahead pi'_k on its D0;
+        0 means "same as student.updates_per_iteration".
+      return_envs: E, parallel environments for R-hat (common random numbers).
+      return_horizon: H, steps of each R-hat rollout (paper: ~200).
+    """
+
+    candidates: int = 2
+    lookahead_updates: int = 0
+    return_envs: int = 1
+    return_horizon: int = 200
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole training run.
+
+    Attributes:
+      env: environment name, one of :data:`ENV_NAMES`.
+      episode_length: time limit in steps; 0 = env default (1000 MJX, 200 pendulum).
+      seeds: S, independent seeds vmapped in one program.
+      seed: base PRNG seed; seed i of the run uses ``fold_in(PRNGKey(seed), i)``.
+      num_envs: N, teacher environments per candidate.
+      rollout_steps: T, teacher steps per environment per iteration.
+      total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
+      log_every: iterations per scan chunk (one log point per chunk).
+      eval_envs: evaluation environments (deterministic student, full episodes).
+      student, teacher, meta: sub-configs.
+    """
+
+    env: str = "inverted_pendulum"
+    episode_length: int = 0
+    seeds: int = 1
+    seed: int = 0
+    num_envs: int = 1
+    rollout_steps: int = 100
+    total_steps: int = 20_000
+    log_every: int = 10
+    eval_envs: int = 5
+    student: StudentConfig = field(default_factory=StudentConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    meta: MetaConfig = field(default_factory=MetaConfig)
+
+    # ---- derived sizes -------------------------------------------------
+    @property
+    def is_meta(self) -> bool:
+        return self.teacher.name in META_TEACHERS
+
+    @property
+    def num_candidates(self) -> int:
+        """K for meta teachers; noise teachers run a single D0 batch."""
+        return self.meta.candidates if self.is_meta else 1
+
+    @property
+    def d0_size(self) -> int:
+        """Transitions in one candidate D0 batch (N * T)."""
+        return self.num_envs * self.rollout_steps
+
+    @property
+    def lookahead_updates(self) -> int:
+        return self.meta.lookahead_updates or self.student.updates_per_iteration
+
+    @property
+    def steps_per_iteration(self) -> int:
+        """Env steps per iteration: K*N*T (D0) + E*H*(K+1) (D1 and R-hat(pi))."""
+        steps = self.num_candidates * self.d0_size
+        if self.is_meta:
+            steps += self.meta.return_envs * self.meta.return_horizon * (self.num_candidates + 1)
+        return steps
+
+    @property
+    def inserted_per_iteration(self) -> int:
+        """Transitions added to the replay buffer per iteration (D0 and D1)."""
+        n = self.num_candidates * self.d0_size
+        if self.is_meta:
+            n += self.meta.return_envs * self.meta.return_horizon * self.num_candidates
+        return n
+
+    @property
+    def num_iterations(self) -> int:
+        return max(1, math.ceil(self.total_steps / self.steps_per_iteration))
+
+    @property
+    def resolved_episode_length(self) -> int:
+        if self.episode_length:
+            return self.episode_length
+        return 200 if self.env == "pendulum" else 1000
+
+
+# ---------------------------------------------------------------------------
+# validation
+
+
+def _check_type(name: str, value: Any, typ: type) -> None:
+    if typ is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif typ is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, typ)
+    if not ok:
+        raise ConfigError(name, value, f"a value of type {typ.__name__}")
+
+
+def _int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
+    _check_type(name, value, int)
+    if value < lo or (hi is not None and value > hi):
+        raise ConfigError(name, value, f"an integer in [{lo}, {hi if hi is not None else 'inf'})")
+
+
+def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
+    _check_type(name, value, float)
+    bad = (not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo)
+           or (hi_open and value == hi))
+    if bad:
+        lb = "(" if lo_open else "["
+        rb = ")" if hi_open else "]"
+        raise ConfigError(name, value, f"a finite number in {lb}{lo}, {hi}{rb}")
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ConfigError(name, value, f"one of {choices}")
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(name, value, "True or False")
+
+
+def _widths(name: str, value: Any) -> None:
+    if not isinstance(value, tuple) or not value or not all(
+            isinstance(w, int) and not isinstance(w, bool) and 1 <= w <= 65536 for w in value):
+        raise ConfigError(name, value, "a non-empty tuple of integers in [1, 65536]")
+
+
+def validate(config: Config) -> Config:
+    """Checks every field of ``config`` and the cross-field constraints.
+
+    Runs in pure Python before any JAX compile.
+
+    Returns:
+      ``config`` unchanged.
+
+    Raises:
+      ConfigError: naming the first invalid field and the accepted values.
+    """
+    if not isinstance(config, Config):
+        raise ConfigError("config", type(config).__name__, "a mjxmeta.config.Config")
+    c, s, t, m = config, config.student, config.teacher, config.meta
+    for name, sub, typ in (("student", s, StudentConfig), ("teacher", t, TeacherConfig), ("meta", m, MetaConfig)):
+        if not isinstance(sub, typ):
+            raise ConfigError(name, type(sub).__name__, f"a {typ.__name__}")
+    _choice("env", c.env, ENV_NAMES)
+    _int("episode_length", c.episode_length, 0, 100_000)
+    _int("seeds", c.seeds, 1, 4096)
+    _int("seed", c.seed, 0, 2**31 - 1)
+    _int("num_envs", c.num_envs, 1, 65536)
+    _int("rollout_steps", c.rollout_steps, 1, 100_000)
+    _int("total_steps", c.total_steps, 1, 10**10)
+    _int("log_every", c.log_every, 1, 10**6)
+    _int("eval_envs", c.eval_envs, 1, 4096)
+
+    _choice("student.name", s.name, STUDENT_NAMES)
+    _widths("student.hidden", s.hidden)
+    _bool("student.layer_norm", s.layer_norm)
+    _float("student.actor_lr", s.actor_lr, 0.0, 1e3, lo_open=True)
+    _float("student.critic_lr", s.critic_lr, 0.0, 1e3, lo_open=True)
+    _float("student.critic_l2", s.critic_l2, 0.0, 1e3)
+    _int("student.batch_size", s.batch_size, 1, 1 << 20)
+    _int("student.buffer_size", s.buffer_size, 1, 10**8)
+    _float("student.gamma", s.gamma, 0.0, 1.0, hi_open=True)
+    _float("student.tau", s.tau, 0.0, 1.0, lo_open=True)
+    _bool("student.normalize_observations", s.normalize_observations)
+    _int("student.updates_per_iteration", s.updates_per_iteration, 0, 10**6)
+
+    _choice("teacher.name", t.name, TEACHER_NAMES)
+    _float("teacher.init_std", t.init_std, 0.0, 10.0, lo_open=True)
+    _float("teacher.lr", t.lr, 0.0, 1e3)
+    _widths("teacher.hidden", t.hidden)
+    _float("teacher.ou_theta", t.ou_theta, 0.0, 1e3)
+    _float("teacher.ou_sigma", t.ou_sigma, 0.0, 10.0)
+    _float("teacher.ou_dt", t.ou_dt, 0.0, 10.0, lo_open=True)
+    _choice("teacher.baseline", t.baseline, BASELINE_NAMES)
+    _float("teacher.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
+    _float("teacher.min_log_std", t.min_log_std, -20.0, 5.0)
+    _float("teacher.max_log_std", t.max_log_std, -20.0, 5.0)
+    if t.min_log_std >= t.max_log_std:
+        raise ConfigError("teacher.min_log_std", t.min_log_std, f"a number below teacher.max_log_std={t.max_log_std}")
+    if not t.min_log_std <= math.log(t.init_std) <= t.max_log_std:
+        raise ConfigError("teacher.init_std", t.init_std,
+                          f"a value whose log lies in [teacher.min_log_std, teacher.max_log_std] = "
+                          f"[{t.min_log_std}, {t.max_log_std}]")
+
+    _int("meta.candidates", m.candidates, 1, 4096)
+    _int("meta.lookahead_updates", m.lookahead_updates, 0, 10**6)
+    _int("meta.return_envs", m.return_envs, 1, 65536)
+    _int("meta.return_horizon", m.return_horizon, 1, 100_000)
+    if c.is_meta and t.baseline == "leave_one_out" and m.candidates < 2:
+        raise ConfigError("teacher.baseline", t.baseline, "'ema', 'none' or 'auto' when meta.candidates == 1 "
+                          "(the leave-one-out baseline needs K >= 2)")
+
+    # cross-field sizes
+    if s.batch_size > s.buffer_size:
+        raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
+    if c.inserted_per_iteration > s.buffer_size:
+        raise ConfigError("student.buffer_size", s.buffer_size,
+                          f"an integer >= the transitions inserted per iteration ({c.inserted_per_iteration})")
+    if c.inserted_per_iteration < s.batch_size:
+        raise ConfigError("student.batch_size", s.batch_size,
+                          f"an integer <= the transitions inserted per iteration ({c.inserted_per_iteration}); "
+                          "raise num_envs or rollout_steps")
+    return config
+
+
+# ---------------------------------------------------------------------------
+# (de)serialization for config.json
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """JSON-ready dict of ``config`` (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Inverse of :func:`to_dict`.
+
+    Raises:
+      ConfigError: on unknown fields (names the field) or invalid values.
+    """
+    subs = {"student": StudentConfig, "teacher": TeacherConfig, "meta": MetaConfig}
+    kwargs: dict[str, Any] = {}
+    top = {f.name for f in dataclasses.fields(Config)}
+    for k, v in d.items():
+        if k not in top:
+            raise ConfigError(k, v, f"a field of Config: {sorted(top)}")
+        if k in subs:
+            if not isinstance(v, dict):
+                raise ConfigError(k, v, "a mapping")
+            names = {f.name for f in dataclasses.fields(subs[k])}
+            for kk in v:
+                if kk not in names:
+                    raise ConfigError(f"{k}.{kk}", v[kk], f"a field of {subs[k].__name__}: {sorted(names)}")
+            vv = {kk: tuple(x) if isinstance(x, list) else x for kk, x in v.items()}
+            kwargs[k] = subs[k](**vv)
+        else:
+            kwargs[k] = v
+    return validate(Config(**kwargs))

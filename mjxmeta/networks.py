@@ -1,0 +1,105 @@
+"""Flax networks: DDPG actor and critic, Gaussian teacher mean network.
+
+Architecture after OpenAI Baselines' DDPG (2017): hidden layers of
+``Dense -> [LayerNorm] -> ReLU``, a tanh-bounded actor output, the action joined
+into the critic at its second layer, and final layers initialised from
+U(-3e-3, 3e-3) (Lillicrap et al., 2016, sec. 7).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+FINAL_INIT_SCALE = 3e-3
+
+
+def _uniform_init(scale: float):
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -scale, scale)
+    return init
+
+
+class _Hidden(nn.Module):
+    width: int
+    layer_norm: bool
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Dense(self.width)(x)
+        if self.layer_norm:
+            x = nn.LayerNorm()(x)
+        return nn.relu(x)
+
+
+class Actor(nn.Module):
+    """Deterministic policy mu(s): (..., obs_size) -> (..., action_size) in [-1, 1]."""
+
+    action_size: int
+    hidden: Sequence[int] = (64, 64)
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, obs: jax.Array) -> jax.Array:
+        x = obs
+        for i, w in enumerate(self.hidden):
+            x = _Hidden(w, self.layer_norm, name=f"hidden_{i}")(x)
+        x = nn.Dense(self.action_size, kernel_init=_uniform_init(FINAL_INIT_SCALE),
+                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
+        return jnp.tanh(x)
+
+
+class Critic(nn.Module):
+    """Action value Q(s, a): (..., obs_size), (..., action_size) -> (...).
+
+    The action enters after the first hidden layer (Baselines ``Critic``).
+    """
+
+    hidden: Sequence[int] = (64, 64)
+    layer_norm: bool = True
+
+    @nn.compact
+    def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
+        x = obs
+        for i, w in enumerate(self.hidden):
+            if i == 1:
+                x = jnp.concatenate([x, action], axis=-1)
+            x = _Hidden(w, self.layer_norm, name=f"hidden_{i}")(x)
+        if len(self.hidden) == 1:
+            x = jnp.concatenate([x, action], axis=-1)
+        x = nn.Dense(1, kernel_init=_uniform_init(FINAL_INIT_SCALE),
+                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
+        return x[..., 0]
+
+
+class GaussianMean(nn.Module):
+    """Mean f(x) of a Gaussian teacher: (..., in_size) -> (..., action_size) in [-1, 1]."""
+
+    action_size: int
+    hidden: Sequence[int] = (64, 64)
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        for i, w in enumerate(self.hidden):
+            x = _Hidden(w, False, name=f"hidden_{i}")(x)
+        x = nn.Dense(self.action_size, kernel_init=_uniform_init(FINAL_INIT_SCALE),
+                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
+        return jnp.tanh(x)
+
+
+def l2_penalty(params, exclude: str = "output") -> jax.Array:
+    """Sum of squared kernels, excluding layers whose name contains ``exclude``.
+
+    Returns:
+      scalar ``sum(w**2) / 2`` over the selected kernels (TF ``l2_loss``).
+    """
+    total = jnp.zeros((), jnp.float32)
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    for path, leaf in flat:
+        names = [getattr(p, "key", str(p)) for p in path]
+        if names[-1] == "kernel" and not any(exclude in str(n) for n in names):
+            total = total + 0.5 * jnp.sum(jnp.square(leaf))
+    return total

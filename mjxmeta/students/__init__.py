@@ -1,0 +1,5 @@
+"""Deterministic off-policy students (DDPG)."""
+
+from mjxmeta.students.ddpg import DDPG, DDPGState
+
+__all__ = ["DDPG", "DDPGState"]

@@ -1,0 +1,161 @@
+"""DDPG student (Lillicrap et al., ICLR 2016), Baselines-2017 flavour.
+
+Pure functions over :class:`DDPGState`. Observations are normalized with
+running statistics (Brax's ``running_statistics``), clipped to +-5 as in
+Baselines, before entering actor and critic.
+
+Equations (Lillicrap et al. 2016, Algorithm 1):
+
+* critic target  y = r + gamma * (1 - terminated) * Q'(s', mu'(s'))
+* critic loss    L_Q = mean (Q(s, a) - y)^2 + critic_l2 * sum_{hidden kernels} w^2 / 2
+* actor loss     L_mu = -mean Q(s, mu(s))
+* targets        theta' <- (1 - tau) theta' + tau theta   (after every update)
+
+Actor and critic gradients are both taken at the pre-update parameters, as in
+Baselines (one ``sess.run`` computes both).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from brax.training.acme import running_statistics
+from flax import struct
+
+from mjxmeta.config import StudentConfig
+from mjxmeta.networks import Actor, Critic, l2_penalty
+from mjxmeta.replay import Transition
+
+OBS_CLIP = 5.0
+
+Params = Any
+
+
+@struct.dataclass
+class DDPGState:
+    """Everything a DDPG update reads and writes."""
+
+    actor: Params
+    critic: Params
+    target_actor: Params
+    target_critic: Params
+    actor_opt: optax.OptState
+    critic_opt: optax.OptState
+
+
+def init_normalizer(obs_size: int) -> running_statistics.RunningStatisticsState:
+    """Running mean/std of observations, zero count (Brax ``running_statistics``)."""
+    return running_statistics.init_state(jnp.zeros((obs_size,), jnp.float32))
+
+
+def update_normalizer(norm, obs: jax.Array):
+    """Adds a batch of raw observations (M, obs_size) to the running statistics."""
+    return running_statistics.update(norm, obs)
+
+
+class DDPG:
+    """DDPG for observation size ``obs_size`` and action size ``action_size``.
+
+    Actions live in [-1, 1]^action_size. All methods are pure.
+    """
+
+    def __init__(self, config: StudentConfig, obs_size: int, action_size: int):
+        self.config = config
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.actor_net = Actor(action_size, tuple(config.hidden), config.layer_norm)
+        self.critic_net = Critic(tuple(config.hidden), config.layer_norm)
+        self.actor_optim = optax.adam(config.actor_lr)
+        self.critic_optim = optax.adam(config.critic_lr)
+
+    # ---- construction -------------------------------------------------
+    def init(self, key: jax.Array) -> DDPGState:
+        """Fresh actor/critic, targets equal to them, Adam states at zero."""
+        k_a, k_c = jax.random.split(key)
+        obs = jnp.zeros((1, self.obs_size), jnp.float32)
+        act = jnp.zeros((1, self.action_size), jnp.float32)
+        actor = self.actor_net.init(k_a, obs)
+        critic = self.critic_net.init(k_c, obs, act)
+        return DDPGState(actor, critic, actor, critic,
+                         self.actor_optim.init(actor), self.critic_optim.init(critic))
+
+    # ---- forward passes -----------------------------------------------
+    def normalize(self, norm, obs: jax.Array) -> jax.Array:
+        """(…, obs_size) raw -> normalized and clipped to +-5 (identity if disabled)."""
+        if not self.config.normalize_observations:
+            return obs
+        return running_statistics.normalize(obs, norm, max_abs_value=OBS_CLIP)
+
+    def act(self, actor: Params, norm, obs: jax.Array) -> jax.Array:
+        """mu(s): raw obs (…, obs_size) -> action (…, action_size) in [-1, 1]."""
+        return self.actor_net.apply(actor, self.normalize(norm, obs))
+
+    def q(self, critic: Params, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Q(s, a): (…, obs_size), (…, action_size) -> (…)."""
+        return self.critic_net.apply(critic, self.normalize(norm, obs), action)
+
+    # ---- losses ---------------------------------------------------------
+    def critic_target(self, state: DDPGState, norm, batch: Transition) -> jax.Array:
+        """y = r + gamma (1 - terminated) Q'(s', mu'(s')); shape (B,)."""
+        next_a = self.act(state.target_actor, norm, batch.next_obs)
+        next_q = self.q(state.target_critic, norm, batch.next_obs, next_a)
+        return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_q
+
+    def critic_loss(self, critic: Params, state: DDPGState, norm, batch: Transition):
+        """Mean squared TD error plus L2 on hidden kernels; returns (loss, q mean)."""
+        y = jax.lax.stop_gradient(self.critic_target(state, norm, batch))
+        q = self.q(critic, norm, batch.obs, batch.action)
+        loss = jnp.mean(jnp.square(q - y))
+        if self.config.critic_l2 > 0:
+            loss = loss + self.config.critic_l2 * l2_penalty(critic)
+        return loss, jnp.mean(q)
+
+    def actor_loss(self, actor: Params, state: DDPGState, norm, batch: Transition) -> jax.Array:
+        """-mean Q(s, mu(s)) under the current critic."""
+        a = self.act(actor, norm, batch.obs)
+        return -jnp.mean(self.q(state.critic, norm, batch.obs, a))
+
+    def td_error(self, state: DDPGState, norm, tr: Transition) -> jax.Array:
+        """Bellman residual y - Q(s, a) of transitions (…)."""
+        return self.critic_target(state, norm, tr) - self.q(state.critic, norm, tr.obs, tr.action)
+
+    # ---- one update -----------------------------------------------------
+    def update(self, state: DDPGState, norm, batch: Transition) -> tuple[DDPGState, dict]:
+        """One actor and one critic Adam step on ``batch`` (B, ...), then Polyak targets."""
+        (c_loss, q_mean), c_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
+            state.critic, state, norm, batch)
+        a_loss, a_grads = jax.value_and_grad(self.actor_loss)(state.actor, state, norm, batch)
+        c_upd, critic_opt = self.critic_optim.update(c_grads, state.critic_opt, state.critic)
+        a_upd, actor_opt = self.actor_optim.update(a_grads, state.actor_opt, state.actor)
+        critic = optax.apply_updates(state.critic, c_upd)
+        actor = optax.apply_updates(state.actor, a_upd)
+        tau = self.config.tau
+        polyak = lambda t, s: (1.0 - tau) * t + tau * s  # noqa: E731
+        new = DDPGState(actor, critic,
+                        jax.tree.map(polyak, state.target_actor, actor),
+                        jax.tree.map(polyak, state.target_critic, critic),
+                        actor_opt, critic_opt)
+        return new, {"critic_loss": c_loss, "actor_loss": a_loss, "q": q_mean}
+
+    def update_many(self, state: DDPGState, norm, sample_fn, carry, n: int):
+        """``n`` updates in a ``lax.scan``; ``sample_fn(carry) -> (carry, batch)``.
+
+        Returns:
+          (state, carry, metrics averaged over the n updates). With n == 0 the
+          metrics are zeros.
+        """
+        zeros = {"critic_loss": jnp.zeros(()), "actor_loss": jnp.zeros(()), "q": jnp.zeros(())}
+        if n == 0:
+            return state, carry, zeros
+
+        def body(c, _):
+            s, sc = c
+            sc, batch = sample_fn(sc)
+            s, m = self.update(s, norm, batch)
+            return (s, sc), m
+
+        (state, carry), metrics = jax.lax.scan(body, (state, carry), None, length=n)
+        return state, carry, jax.tree.map(jnp.mean, metrics)

@@ -1,0 +1,165 @@
+"""Teachers (exploration policies pi_e) and their log-probabilities.
+
+All actions live in the normalized action space [-1, 1]^A. A teacher draws an
+*unclipped* sample ``raw``; the env executes ``clip(raw, -1, 1)``; the
+log-probability used by the meta-policy gradient is that of ``raw``
+(``shared/ALGORITHM.md``, "Teacher variants").
+
+=================  ====================================  ============================
+name               pi_e(a | s)                           learned by the meta-gradient
+=================  ====================================  ============================
+``gaussian``       N(mu(s), sigma^2), sigma fixed         nothing (baseline)
+``ou``             mu(s) + x_t, x Ornstein-Uhlenbeck      nothing (baseline)
+``meta_variance``  N(mu(s), diag sigma^2)                 log sigma
+``meta``           N(f(s), diag sigma^2)                  f and log sigma
+``meta_state``     N(f(s, x(s)), diag sigma^2)            f and log sigma
+=================  ====================================  ============================
+
+mu is the student's actor (held fixed: stop-gradient). For ``meta_state`` the
+extra features are x(s) = [mu(s), symlog Q(s, mu(s)), symlog delta_{t-1}],
+where delta_{t-1} is the student's Bellman residual on the env's previous
+transition (0 at an episode start); symlog(x) = sign(x) log(1 + |x|) keeps them
+O(1) whatever the reward scale.
+
+Ornstein-Uhlenbeck (Uhlenbeck & Ornstein 1930; Baselines discretisation):
+x_{t+1} = x_t + theta (0 - x_t) dt + sigma sqrt(dt) eps, eps ~ N(0, I), reset
+to 0 at every episode start.
+
+Gaussian log-density, diagonal (per env step, summed over action dims):
+log N(a; m, sigma) = -1/2 sum_i [((a_i - m_i) / sigma_i)^2 + 2 log sigma_i + log 2 pi].
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from mjxmeta.config import TeacherConfig
+from mjxmeta.networks import GaussianMean
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def gaussian_log_prob(action: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """Diagonal Gaussian log-density summed over the last axis.
+
+    Args:
+      action, mean: (..., A); log_std: (A,) or (..., A).
+
+    Returns:
+      (...) log N(action; mean, exp(log_std)^2), in nats.
+    """
+    z = (action - mean) * jnp.exp(-log_std)
+    return -0.5 * jnp.sum(z * z + 2.0 * log_std + LOG_2PI, axis=-1)
+
+
+def symlog(x: jax.Array) -> jax.Array:
+    return jnp.sign(x) * jnp.log1p(jnp.abs(x))
+
+
+@struct.dataclass
+class TeacherState:
+    """Teacher parameters, optimizer state, per-env memory and meta-reward baseline.
+
+    Attributes:
+      params: ``{'log_std': (A,), 'net': flax params}`` (``net`` only for
+        ``meta``/``meta_state``).
+      opt_state: optax state of the meta-gradient step.
+      memory: (num_envs_total, M) per-env recurrent quantity: OU noise x_t
+        (M = A) for ``ou``, delta_{t-1} (M = 1) for ``meta_state``, zeros (M = 1)
+        otherwise.
+      baseline: scalar exponential moving average of the meta-reward (used when
+        the baseline is ``ema``).
+    """
+
+    params: Any
+    opt_state: Any
+    memory: jax.Array
+    baseline: jax.Array
+
+
+class Teacher:
+    """Exploration policy ``config.name`` for observations of size ``obs_size``."""
+
+    def __init__(self, config: TeacherConfig, obs_size: int, action_size: int):
+        self.config = config
+        self.name = config.name
+        self.obs_size = obs_size
+        self.action_size = action_size
+        self.is_meta = config.name in ("meta_variance", "meta", "meta_state")
+        self.has_net = config.name in ("meta", "meta_state")
+        self.input_size = {"meta_state": obs_size + action_size + 2}.get(config.name, obs_size)
+        self.net = GaussianMean(action_size, tuple(config.hidden)) if self.has_net else None
+        self.memory_size = action_size if config.name == "ou" else 1
+        self.needs_td = config.name == "meta_state"
+        self.optim = optax.adam(config.lr) if self.is_meta else optax.set_to_zero()
+
+    # ---- state ----------------------------------------------------------
+    def init(self, key: jax.Array, num_envs: int) -> TeacherState:
+        """Initial teacher state for ``num_envs`` teacher environments."""
+        std = self.config.ou_sigma if self.name == "ou" else self.config.init_std
+        params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), math.log(std), jnp.float32)}
+        if self.has_net:
+            params["net"] = self.net.init(key, jnp.zeros((1, self.input_size), jnp.float32))
+        return TeacherState(params, self.optim.init(params),
+                            jnp.zeros((num_envs, self.memory_size), jnp.float32), jnp.zeros((), jnp.float32))
+
+    def log_std(self, params) -> jax.Array:
+        """(A,) log sigma clipped to [min_log_std, max_log_std]."""
+        return jnp.clip(params["log_std"], self.config.min_log_std, self.config.max_log_std)
+
+    # ---- acting ---------------------------------------------------------
+    def inputs(self, obs_n: jax.Array, mu: jax.Array, q_fn: Callable[[], jax.Array],
+               memory: jax.Array) -> jax.Array:
+        """The teacher's input u_t, stored with D0 so the log-prob can be recomputed.
+
+        Args:
+          obs_n: (B, obs_size) normalized observations.
+          mu: (B, A) student actions mu(s).
+          q_fn: thunk returning Q(s, mu(s)) of shape (B,), called for ``meta_state`` only.
+          memory: (B, M).
+
+        Returns:
+          (B, input_size): mu(s) for the noise teachers and ``meta_variance``;
+          s for ``meta``; [s, mu(s), symlog Q, symlog delta] for ``meta_state``.
+        """
+        if self.name == "meta":
+            return obs_n
+        if self.name == "meta_state":
+            return jnp.concatenate([obs_n, mu, symlog(q_fn())[..., None], symlog(memory)], axis=-1)
+        return mu
+
+    def mean(self, params, inputs: jax.Array) -> jax.Array:
+        """Mean of pi_e given teacher inputs (…, input_size) -> (…, A)."""
+        if self.has_net:
+            return self.net.apply(params["net"], inputs)
+        return jax.lax.stop_gradient(inputs)  # mu(s), held fixed
+
+    def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array):
+        """Draws the unclipped action.
+
+        Returns:
+          (raw_action (B, A), memory (B, M)).
+        """
+        eps = jax.random.normal(key, inputs.shape[:-1] + (self.action_size,), jnp.float32)
+        mean = self.mean(params, inputs)
+        if self.name == "ou":
+            c = self.config
+            x = memory + c.ou_theta * (0.0 - memory) * c.ou_dt + c.ou_sigma * math.sqrt(c.ou_dt) * eps
+            return mean + x, x
+        return mean + jnp.exp(self.log_std(params)) * eps, memory
+
+    def observe(self, memory: jax.Array, done: jax.Array, td_fn: Callable[[], jax.Array]) -> jax.Array:
+        """Updates per-env memory after a step; resets it where ``done`` (B,)."""
+        if self.needs_td:
+            memory = td_fn()[..., None]
+        return jnp.where(done[..., None] > 0, jnp.zeros_like(memory), memory)
+
+    def log_prob(self, params, inputs: jax.Array, raw_action: jax.Array) -> jax.Array:
+        """log pi_e(raw_action | inputs), shape (…), differentiable in ``params``."""
+        return gaussian_log_prob(raw_action, self.mean(params, inputs), self.log_std(params))

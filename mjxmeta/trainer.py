@@ -1,0 +1,257 @@
+"""The fused trainer: Algorithm 1 ("Learning to Explore") inside one ``lax.scan``.
+
+``Trainer(config)`` does all static work (env, networks, sizes); its pure
+functions then run on an explicit :class:`TrainState`:
+
+* ``init(key) -> TrainState`` for one seed;
+* ``iteration(state) -> (state, metrics)``: one pass of Algorithm 1;
+* ``run(state, n)``: ``n`` iterations in a ``lax.scan``;
+* ``run_chunk``: ``jit(vmap(run))`` over the seed axis S, buffers donated; the
+  seed axis may be sharded over devices (:meth:`Trainer.shard`).
+
+Python only runs between chunks (logging, evaluation, checkpoints).
+
+Shapes inside one iteration (one seed): K candidates, N teacher envs each,
+T steps; E R-hat envs, H steps; U student updates. Env steps counted per
+iteration: K*N*T + E*H*(K+1) (meta teachers) or N*T (noise teachers).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from mjxmeta import meta
+from mjxmeta.config import Config, validate
+from mjxmeta.envs import make, strong
+from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
+from mjxmeta.rollout import deterministic_returns, env_step
+from mjxmeta.students.ddpg import DDPG, DDPGState, init_normalizer, update_normalizer
+from mjxmeta.teachers import Teacher, TeacherState
+
+
+@struct.dataclass
+class TrainState:
+    """Everything the next iteration reads, for one seed (leading S axis when batched).
+
+    Attributes:
+      student: DDPG actor, critic, targets and Adam states.
+      normalizer: running observation statistics (Brax ``running_statistics``).
+      teacher: teacher params, optimizer state, per-env memory, meta-reward EMA.
+      buffer: replay buffer B (data, cursors, sampling key).
+      env_state: Brax state of the K*N teacher envs (episodes continue across
+        iterations).
+      key: raw PRNG key (2,) uint32.
+      iteration: int32 iterations done.
+      env_steps: int32 env steps used (D0 + D1 + R-hat rollouts).
+    """
+
+    student: DDPGState
+    normalizer: object
+    teacher: TeacherState
+    buffer: BufferState
+    env_state: object
+    key: jax.Array
+    iteration: jax.Array
+    env_steps: jax.Array
+
+
+class Trainer:
+    """Algorithm 1 for ``config`` (validated here, before anything compiles).
+
+    Raises:
+      mjxmeta.config.ConfigError: on an invalid config.
+    """
+
+    def __init__(self, config: Config):
+        self.config = validate(config)
+        c = config
+        self.env = make(c.env, c.resolved_episode_length)
+        self.obs_size = int(self.env.observation_size)
+        self.action_size = int(self.env.action_size)
+        self.ddpg = DDPG(c.student, self.obs_size, self.action_size)
+        self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
+        self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
+        self.K = c.num_candidates
+        self.N = c.num_envs
+        self.T = c.rollout_steps
+
+    # ------------------------------------------------------------------ init
+    def seed_keys(self) -> jax.Array:
+        """(S, 2) keys; seed i is ``fold_in(PRNGKey(config.seed), i)``."""
+        base = jax.random.PRNGKey(self.config.seed)
+        return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.config.seeds))
+
+    def init(self, key: jax.Array) -> TrainState:
+        """Fresh state for one seed from a raw key (2,)."""
+        k_student, k_teacher, k_env, k_buf, key = jax.random.split(key, 5)
+        state = TrainState(
+            student=self.ddpg.init(k_student),
+            normalizer=init_normalizer(self.obs_size),
+            teacher=self.teacher.init(k_teacher, self.K * self.N),
+            buffer=self.replay.init(k_buf),
+            env_state=self.env.reset(jax.random.split(k_env, self.K * self.N)),
+            key=key,
+            iteration=jnp.zeros((), jnp.int32),
+            env_steps=jnp.zeros((), jnp.int32),
+        )
+        return strong(state)
+
+    # ------------------------------------------------- Algorithm 1, the steps
+    def rollout_d0(self, state: TrainState, key: jax.Array):
+        """Step 1: execute pi_e in the K*N teacher envs for T steps.
+
+        Returns:
+          (env_state, teacher memory, D0 transitions (K, T, N, ...),
+           teacher inputs (K, T, N, input_size), raw actions (K, T, N, A)).
+        """
+        ddpg, teacher, st, norm = self.ddpg, self.teacher, state.student, state.normalizer
+        params = state.teacher.params
+
+        def body(carry, k):
+            env_state, memory = carry
+            obs_n = ddpg.normalize(norm, env_state.obs)
+            mu = ddpg.actor_net.apply(st.actor, obs_n)
+            u = teacher.inputs(obs_n, mu, lambda: ddpg.critic_net.apply(st.critic, obs_n, mu), memory)
+            raw, memory = teacher.sample(params, memory, k, u)
+            env_state, tr, done = env_step(self.env, env_state, jnp.clip(raw, -1.0, 1.0))
+            memory = teacher.observe(memory, done, lambda: ddpg.td_error(st, norm, tr))
+            return (env_state, memory), (tr, u, raw)
+
+        (env_state, memory), out = jax.lax.scan(
+            body, (state.env_state, state.teacher.memory), jax.random.split(key, self.T))
+        by_candidate = jax.tree.map(
+            lambda x: jnp.moveaxis(x.reshape((self.T, self.K, self.N) + x.shape[2:]), 1, 0), out)
+        d0, inputs, raw = by_candidate
+        return env_state, memory, d0, inputs, raw
+
+    def look_ahead(self, state: TrainState, d0: Transition, key: jax.Array) -> DDPGState:
+        """Step 2: pi'_k = DDPG(pi, D0_k) for every candidate k (vmapped); leading axis K."""
+        flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
+        keys = jax.random.split(key, self.K)
+        fn = functools.partial(meta.look_ahead, self.ddpg, state.student, state.normalizer,
+                               n_updates=self.config.lookahead_updates)
+        return jax.vmap(fn)(flat, keys)
+
+    def returns_and_d1(self, state: TrainState, primes: DDPGState, key: jax.Array):
+        """Step 3: R-hat(pi), R-hat(pi'_1..K) from common start states, and D1.
+
+        Returns:
+          (returns (K+1,), D1 transitions (K, H, E, ...)).
+        """
+        actors = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.student.actor, primes.actor)
+        reset_keys = jax.random.split(key, self.config.meta.return_envs)
+        returns, trs = meta.estimate_returns(self.env, self.ddpg, actors, state.normalizer, reset_keys,
+                                             self.config.meta.return_horizon)
+        return returns, jax.tree.map(lambda x: x[1:], trs)
+
+    def teacher_update(self, state: TrainState, rewards, inputs, raw) -> TeacherState:
+        """Steps 4-5: baseline, REINFORCE gradient (eq. 2) and one Adam ascent step."""
+        t, c = state.teacher, self.config.teacher
+        adv, ema = meta.advantages(rewards, t.baseline, c.baseline, c.ema_decay)
+        grad = meta.reinforce_gradient(self.teacher, t.params, inputs, raw, adv)
+        return meta.teacher_step(self.teacher, t, grad).replace(baseline=ema)
+
+    def insert(self, state: TrainState, *batches: Transition) -> TrainState:
+        """Step 6: B <- B u D0 u D1; the observation statistics see every inserted obs."""
+        tr = jax.tree.map(lambda *xs: jnp.concatenate(xs), *[flatten_batch(b) for b in batches])
+        norm = state.normalizer
+        if self.config.student.normalize_observations:
+            norm = update_normalizer(norm, tr.obs)
+        return state.replace(buffer=self.replay.insert(state.buffer, tr), normalizer=norm)
+
+    def student_update(self, state: TrainState):
+        """Step 7: U = updates_per_iteration DDPG steps on minibatches from B."""
+        student, buffer, metrics = self.ddpg.update_many(
+            state.student, state.normalizer, self.replay.sample, state.buffer,
+            self.config.student.updates_per_iteration)
+        return state.replace(student=student, buffer=buffer), metrics
+
+    # ------------------------------------------------------ one iteration
+    def iteration(self, state: TrainState):
+        """One pass of Algorithm 1. Returns (state, metrics of scalars)."""
+        key, k_d0, k_look, k_ret = jax.random.split(state.key, 4)
+        env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0)            # 1. D0 ~ pi_e
+        metrics = {}
+        if self.teacher.is_meta:
+            primes = self.look_ahead(state, d0, k_look)                              # 2. pi' = DDPG(pi, D0)
+            returns, d1 = self.returns_and_d1(state, primes, k_ret)                   # 3. D1, R-hat(pi'), R-hat(pi)
+            rewards = meta.meta_rewards(returns)                                      # 4. R = R(pi') - R(pi)
+            teacher = self.teacher_update(state, rewards, inputs, raw)                # 5. teacher step (eq. 2)
+            state = self.insert(state, d0, d1)                                        # 6. B <- B u D0 u D1
+            metrics.update(meta_reward=jnp.mean(rewards), return_pi=returns[0])
+        else:
+            teacher = state.teacher
+            state = self.insert(state, d0)
+            metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()))
+        teacher = teacher.replace(memory=memory)
+        state = state.replace(teacher=teacher, env_state=env_state, key=key)
+        state, update_metrics = self.student_update(state)                           # 7. pi <- DDPG(pi, B)
+        state = state.replace(iteration=state.iteration + 1,
+                              env_steps=state.env_steps + self.config.steps_per_iteration)
+        metrics.update(update_metrics)
+        metrics["teacher_log_std"] = jnp.mean(self.teacher.log_std(teacher.params))
+        metrics["d0_reward"] = jnp.mean(d0.reward)
+        return state, metrics
+
+    def run(self, state: TrainState, n: int):
+        """``n`` iterations in one ``lax.scan``; returns (state, metrics with leading n)."""
+        state, metrics = jax.lax.scan(lambda s, _: self.iteration(s), state, None, length=n)
+        return strong(state), metrics
+
+    # ------------------------------------------------------------ evaluation
+    def evaluate(self, state: TrainState, key: jax.Array) -> jax.Array:
+        """Deterministic student returns on ``eval_envs`` separate envs, full episodes.
+
+        Returns:
+          (eval_envs,) undiscounted returns of one full episode each (at most
+          ``episode_length`` steps).
+        """
+        keys = jax.random.split(key, self.config.eval_envs)
+        act = lambda obs: self.ddpg.act(state.student.actor, state.normalizer, obs)  # noqa: E731
+        returns, _ = deterministic_returns(self.env, act, keys, self.config.resolved_episode_length)
+        return returns
+
+    # ------------------------------------------------------ batched entry points
+    @functools.cached_property
+    def init_seeds(self):
+        """jit(vmap(init)): (S, 2) keys -> TrainState with leading S."""
+        return jax.jit(jax.vmap(self.init))
+
+    @functools.cached_property
+    def run_chunk(self):
+        """jit(vmap(run(., log_every))) with the state donated: (S, ...) -> (S, ...), metrics (S, n)."""
+        n = self.config.log_every
+        return jax.jit(jax.vmap(lambda s: self.run(s, n)), donate_argnums=0)
+
+    @functools.cached_property
+    def evaluate_seeds(self):
+        """jit(vmap(evaluate)): state (S, ...), keys (S, 2) -> returns (S, eval_envs)."""
+        return jax.jit(jax.vmap(self.evaluate))
+
+    def eval_keys(self, iteration: int) -> jax.Array:
+        """(S, 2) evaluation keys: independent of the training keys, fixed per iteration."""
+        base = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 2**30)
+        per_seed = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.config.seeds))
+        return jax.vmap(lambda k: jax.random.fold_in(k, iteration))(per_seed)
+
+    @property
+    def num_chunks(self) -> int:
+        """Chunks of ``log_every`` iterations needed to spend ``total_steps``."""
+        return -(-self.config.num_iterations // self.config.log_every)
+
+    def shard(self, state: TrainState) -> TrainState:
+        """Places the seed axis over all local devices (no-op with one device).
+
+        Uses ``NamedSharding(Mesh(devices, ('seed',)), P('seed'))``; S must be a
+        multiple of the device count, else the state is left replicated.
+        """
+        devices = jax.devices()
+        if len(devices) == 1 or self.config.seeds % len(devices):
+            return state
+        mesh = jax.sharding.Mesh(devices, ("seed",))
+        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
+        return jax.device_put(state, sharding)
