@@ -48,8 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-envs", type=int, default=1, help="N, teacher envs per candidate")
     t.add_argument("--rollout-steps", type=int, default=100, help="T, teacher steps per env per iteration")
     t.add_argument("--episode-length", type=int, default=0, help="0 = env default")
-    t.add_argument("--updates", type=int, default=50, help="U, student updates per iteration")
-    t.add_argument("--lookahead-updates", type=int, default=0, help="look-ahead updates on D0; 0 = U")
+    t.add_argument("--updates", type=int, default=0,
+                   help="U, student updates per iteration; 0 = one per two inserted transitions")
+    t.add_argument("--lookahead-updates", type=int, default=0, help="look-ahead updates on each D0; 0 = one per two D0 transitions")
     t.add_argument("--return-envs", type=int, default=1, help="E, envs per R-hat estimate")
     t.add_argument("--return-horizon", type=int, default=200, help="H, steps per R-hat rollout")
     t.add_argument("--hidden", type=_widths, default=None, help="actor/critic widths, e.g. 64,64")

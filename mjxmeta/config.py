@@ -60,8 +60,9 @@ class StudentConfig:
       tau: Polyak coefficient, ``theta' <- (1 - tau) theta' + tau theta``.
       normalize_observations: normalize observations with running statistics
         (clipped to +-5 as in Baselines).
-      updates_per_iteration: student gradient steps per iteration (Baselines:
-        50 per 100 rollout steps).
+      updates_per_iteration: student gradient steps per iteration; 0 = auto:
+        one update per two transitions inserted into the replay buffer
+        (Baselines' ratio, 50 updates per 100 rollout steps).
     """
 
     name: str = "ddpg"
@@ -75,7 +76,7 @@ class StudentConfig:
     gamma: float = 0.99
     tau: float = 0.01
     normalize_observations: bool = True
-    updates_per_iteration: int = 50
+    updates_per_iteration: int = 0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -86,15 +87,15 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def student_preset(name: str, **overrides: Any) -> StudentConfig:
-    """Returns the named student preset with ``overrides`` applied.
+def student_preset(preset: str, **overrides: Any) -> StudentConfig:
+    """Returns the student preset ``preset`` with ``overrides`` applied.
 
     Raises:
       ConfigError: if ``name`` is not one of :data:`PRESET_NAMES`.
     """
-    if name not in PRESETS:
-        raise ConfigError("student.preset", name, f"one of {PRESET_NAMES}")
-    return StudentConfig(**{**PRESETS[name], **overrides})
+    if preset not in PRESETS:
+        raise ConfigError("student.preset", preset, f"one of {PRESET_NAMES}")
+    return StudentConfig(**{**PRESETS[preset], **overrides})
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ class MetaConfig:
     Attributes:
       candidates: K, candidate D0 batches per iteration.
       lookahead_updates: gradient steps of each look-ahead pi'_k on its D0;
-        0 means "same as student.updates_per_iteration".
+        0 = auto: one per two D0 transitions, the student's ratio (50 for
+        N*T = 100).
       return_envs: E, parallel environments for R-hat (common random numbers).
       return_horizon: H, steps of each R-hat rollout (paper: ~200).
     """
@@ -194,7 +196,13 @@ class Config:
 
     @property
     def lookahead_updates(self) -> int:
-        return self.meta.lookahead_updates or self.student.updates_per_iteration
+        """Look-ahead gradient steps per candidate (auto: d0_size // 2, at least 1)."""
+        return self.meta.lookahead_updates or max(1, self.d0_size // 2)
+
+    @property
+    def student_updates(self) -> int:
+        """Student gradient steps per iteration (auto: inserted_per_iteration // 2, at least 1)."""
+        return self.student.updates_per_iteration or max(1, self.inserted_per_iteration // 2)
 
     @property
     def steps_per_iteration(self) -> int:

@@ -164,10 +164,9 @@ class Trainer:
         return state.replace(buffer=self.replay.insert(state.buffer, tr), normalizer=norm)
 
     def student_update(self, state: TrainState):
-        """Step 7: U = updates_per_iteration DDPG steps on minibatches from B."""
+        """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
         student, buffer, metrics = self.ddpg.update_many(
-            state.student, state.normalizer, self.replay.sample, state.buffer,
-            self.config.student.updates_per_iteration)
+            state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates)
         return state.replace(student=student, buffer=buffer), metrics
 
     # ------------------------------------------------------ one iteration
