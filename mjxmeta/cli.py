@@ -1,24 +1,32 @@
-"""Command line: ``mjxmeta train ...``.
+"""Command line: ``mjxmeta train | eval``.
 
 ``mjxmeta train`` validates the whole config before anything compiles, writes
 ``RUN/config.json``, runs the fused trainer chunk by chunk with a progress bar,
-appends one JSON object per log point per seed to ``RUN/metrics.jsonl`` and
-ends with a table of final evaluation returns per seed and mean +- sd.
+appends one JSON object per log point per seed to ``RUN/metrics.jsonl``, saves
+Orbax checkpoints under ``RUN/checkpoints`` and ends with a table of final
+evaluation returns per seed and mean ± sd. ``--resume RUN`` continues a run.
+
+``mjxmeta eval RUN`` restores a checkpoint and prints per-seed deterministic
+returns.
+
+Exit codes: 0 done, 2 invalid input (message names the field), 3 non-finite
+values (message names seed, iteration and quantity), 4 resume refused.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import math
-import os
+import dataclasses
 import sys
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from mjxmeta.config import (BASELINE_NAMES, ENV_NAMES, PRESET_NAMES, STUDENT_NAMES, TEACHER_NAMES, Config,
-                            ConfigError, MetaConfig, TeacherConfig, student_preset, to_dict, validate)
+                            ConfigError, student_preset, validate)
+from mjxmeta.run import (NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_config,
+                         prepare_run_dir, train)
+
+__all__ = ["build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -42,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seeds", type=int, default=4, help="S, seeds vmapped in one program")
     t.add_argument("--seed", type=int, default=0, help="base PRNG seed")
     t.add_argument("--candidates", type=int, default=2, help="K, candidate D0 batches per iteration (meta)")
-    t.add_argument("--total-steps", type=int, default=20_000,
+    t.add_argument("--total-steps", type=int, default=50_000,
                    help="env-step budget per seed (D0 + D1 + R-hat rollouts)")
     t.add_argument("--run-dir", default=None, help="default: checkpoints/<env>-<teacher>-<time>")
     t.add_argument("--num-envs", type=int, default=1, help="N, teacher envs per candidate")
@@ -69,120 +77,123 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--baseline", default="auto", choices=BASELINE_NAMES)
     t.add_argument("--log-every", type=int, default=10, help="iterations per scan chunk / log point")
     t.add_argument("--eval-envs", type=int, default=5, help="evaluation episodes per seed per log point")
+    t.add_argument("--checkpoint-every", type=int, default=0,
+                   help="iterations between checkpoints (multiple of --log-every); 0 = only at the end")
+    t.add_argument("--keep", type=int, default=3, help="checkpoints kept")
+    t.add_argument("--resume", metavar="RUN", default=None,
+                   help="continue the run in RUN; flags not given keep RUN's values, only --total-steps may differ")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
+    e.add_argument("run", help="run directory")
+    e.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
+    e.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
     return p
 
 
-def config_from_args(a: argparse.Namespace) -> Config:
+# flag dest -> dotted Config field
+FLAG_FIELDS = {
+    "env": "env", "teacher": "teacher.name", "student": "student.name", "seeds": "seeds", "seed": "seed",
+    "candidates": "meta.candidates", "total_steps": "total_steps", "num_envs": "num_envs",
+    "rollout_steps": "rollout_steps", "episode_length": "episode_length",
+    "updates": "student.updates_per_iteration", "lookahead_updates": "meta.lookahead_updates",
+    "return_envs": "meta.return_envs", "return_horizon": "meta.return_horizon", "hidden": "student.hidden",
+    "batch_size": "student.batch_size", "buffer_size": "student.buffer_size", "actor_lr": "student.actor_lr",
+    "critic_lr": "student.critic_lr", "critic_l2": "student.critic_l2", "tau": "student.tau",
+    "gamma": "student.gamma", "layer_norm": "student.layer_norm",
+    "normalize_observations": "student.normalize_observations", "teacher_lr": "teacher.lr",
+    "teacher_std": "teacher.init_std", "teacher_hidden": "teacher.hidden", "baseline": "teacher.baseline",
+    "log_every": "log_every", "eval_envs": "eval_envs", "checkpoint_every": "checkpoint_every", "keep": "keep",
+}
+
+
+def _with_field(config: Config, dotted: str, value: Any) -> Config:
+    if "." in dotted:
+        sub, name = dotted.split(".")
+        return dataclasses.replace(config, **{sub: dataclasses.replace(getattr(config, sub), **{name: value})})
+    return dataclasses.replace(config, **{dotted: value})
+
+
+def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Config:
     """Builds and validates the Config from parsed ``train`` arguments.
+
+    Without ``base``: the ``--preset`` student with every given flag applied.
+    With ``base`` (``--resume``): ``base`` with only the flags that differ from
+    their parser defaults applied.
 
     Raises:
       ConfigError: naming the invalid field.
     """
-    overrides: dict[str, Any] = dict(name=a.student, gamma=a.gamma, buffer_size=a.buffer_size,
-                                     normalize_observations=a.normalize_observations,
-                                     updates_per_iteration=a.updates)
-    for field, value in (("hidden", a.hidden), ("batch_size", a.batch_size), ("actor_lr", a.actor_lr),
-                         ("critic_lr", a.critic_lr), ("critic_l2", a.critic_l2), ("tau", a.tau),
-                         ("layer_norm", a.layer_norm)):
-        if value is not None:
-            overrides[field] = value
-    config = Config(
-        env=a.env, episode_length=a.episode_length, seeds=a.seeds, seed=a.seed, num_envs=a.num_envs,
-        rollout_steps=a.rollout_steps, total_steps=a.total_steps, log_every=a.log_every, eval_envs=a.eval_envs,
-        student=student_preset(a.preset, **overrides),
-        teacher=TeacherConfig(name=a.teacher, init_std=a.teacher_std, lr=a.teacher_lr, hidden=a.teacher_hidden,
-                              baseline=a.baseline),
-        meta=MetaConfig(candidates=a.candidates, lookahead_updates=a.lookahead_updates,
-                        return_envs=a.return_envs, return_horizon=a.return_horizon),
-    )
+    defaults = build_parser().parse_args(["train"])
+    if base is None:
+        config = Config(student=student_preset(a.preset))
+        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and v is not None}
+    else:
+        config = base
+        if a.preset != defaults.preset:
+            config = dataclasses.replace(config, student=student_preset(a.preset, name=config.student.name))
+        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and v != getattr(defaults, d)}
+    for dest, value in given.items():
+        config = _with_field(config, FLAG_FIELDS[dest], value)
     return validate(config)
 
 
-def prepare_run_dir(run_dir: str | None, config: Config) -> Path:
-    """Creates the run directory and checks it is writable.
-
-    Raises:
-      ConfigError: (field ``run_dir``) if it cannot be created or written.
-    """
-    if run_dir is None:
-        run_dir = os.path.join("checkpoints", f"{config.env}-{config.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    path = Path(run_dir)
+def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError("run_dir", str(path), f"a writable directory ({e.strerror or e})") from e
-    return path
+        if a.resume is not None:
+            run_dir = Path(a.resume)
+            if not (run_dir / "config.json").exists():
+                raise ConfigError("resume", a.resume, "a run directory containing config.json")
+            config = config_from_args(a, base=load_config(run_dir))
+            old = load_config(run_dir)
+            if a.run_dir is not None and Path(a.run_dir).absolute() != run_dir.absolute():
+                raise ConfigError("run_dir", a.run_dir, f"omitted or equal to --resume {a.resume}")
+        else:
+            config = config_from_args(a)
+            run_dir = prepare_run_dir(a.run_dir, config)
+            old = None
+    except ConfigError as e:
+        parser.exit(2, f"mjxmeta: error: {e}\n")
+    print(f"run dir: {run_dir}  ({config.num_iterations} iterations x {config.steps_per_iteration} env steps, "
+          f"{config.seeds} seeds)", file=sys.stderr)
+    try:
+        final = train(config, run_dir, resume=old is not None, progress=not a.no_progress)
+    except ResumeError as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return 4
+    except NonFiniteError as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return 3
+    except ConfigError as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(config, final))
+    return 0
 
 
-def format_table(config: Config, final: Sequence[float]) -> str:
-    """Markdown table of final evaluation return per seed and mean +- sd (sample sd)."""
-    n = len(final)
-    mean = sum(final) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in final) / (n - 1)) if n > 1 else 0.0
-    lines = [f"final eval return: env={config.env} teacher={config.teacher.name} student={config.student.name}",
-             "| seed | eval_return |", "| ---: | ---: |"]
-    lines += [f"| {i} | {x:.2f} |" for i, x in enumerate(final)]
-    lines.append(f"| mean ± sd | {mean:.2f} ± {sd:.2f} |")
-    return "\n".join(lines)
-
-
-def train(config: Config, run_dir: Path, progress: bool = True) -> list[float]:
-    """Runs the whole training job; returns the final eval return (mean over eval envs) per seed."""
-    import jax
-    import numpy as np
-    from tqdm import tqdm
-
-    from mjxmeta.trainer import Trainer
-
-    trainer = Trainer(config)
-    (run_dir / "config.json").write_text(json.dumps(to_dict(config), indent=2))
-    t0 = time.time()
-    state = trainer.shard(trainer.init_seeds(trainer.seed_keys()))
-    steps_per_chunk = config.steps_per_iteration * config.log_every
-    total = trainer.num_chunks * steps_per_chunk
-    final: list[float] = []
-    with open(run_dir / "metrics.jsonl", "a") as log, \
-            tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True, file=sys.stderr) as bar:
-        for chunk in range(trainer.num_chunks):
-            tc = time.time()
-            state, metrics = trainer.run_chunk(state)
-            iteration = (chunk + 1) * config.log_every
-            returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
-            metrics, returns, env_steps = jax.device_get((metrics, returns, state.env_steps))
-            wall = time.time() - t0
-            final = [float(np.mean(r)) for r in returns]
-            for s in range(config.seeds):
-                row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
-                       "eval_return": final[s], "wall_s": round(wall, 3)}
-                for k, v in metrics.items():
-                    row[k] = float(v[s, -1]) if k == "teacher_log_std" else float(np.mean(v[s]))
-                log.write(json.dumps(row) + "\n")
-            log.flush()
-            bar.update(steps_per_chunk)
-            bar.set_postfix(ret=f"{np.mean(final):.1f}", sps=f"{config.seeds * steps_per_chunk / (time.time() - tc):.0f}",
-                            meta_r=f"{np.mean(metrics['meta_reward']):.2f}")
-    return final
+def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    run_dir = Path(a.run)
+    if not (run_dir / "config.json").exists():
+        parser.exit(2, f"mjxmeta: error: {a.run!r} is not a run directory (no config.json)\n")
+    if a.episodes < 1:
+        parser.exit(2, f"mjxmeta: error: --episodes {a.episodes} is invalid: accepted an integer >= 1\n")
+    try:
+        step, returns = evaluate_checkpoint(run_dir, a.checkpoint, a.episodes)
+    except FileNotFoundError as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return 2
+    config = load_config(run_dir)
+    print(f"checkpoint at iteration {step}, {a.episodes} episodes per seed")
+    print(format_table(config, [float(r.mean()) for r in returns]))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mjxmeta`` console script; returns the exit code."""
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command == "train":
-        try:
-            config = config_from_args(a)
-            run_dir = prepare_run_dir(a.run_dir, config)
-        except ConfigError as e:
-            parser.exit(2, f"mjxmeta: error: {e}\n")
-        print(f"run dir: {run_dir}  ({config.num_iterations} iterations x {config.steps_per_iteration} env steps, "
-              f"{config.seeds} seeds)", file=sys.stderr)
-        final = train(config, run_dir, progress=not a.no_progress)
-        print(format_table(config, final))
-        return 0
-    return 2
+        return _train(parser, a)
+    return _eval(parser, a)
 
 
 if __name__ == "__main__":

@@ -163,6 +163,9 @@ class Config:
       total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
       log_every: iterations per scan chunk (one log point per chunk).
       eval_envs: evaluation environments (deterministic student, full episodes).
+      checkpoint_every: iterations between Orbax checkpoints (a multiple of
+        log_every); 0 = only at the end.
+      keep: number of most recent checkpoints kept.
       student, teacher, meta: sub-configs.
     """
 
@@ -175,6 +178,8 @@ class Config:
     total_steps: int = 20_000
     log_every: int = 10
     eval_envs: int = 5
+    checkpoint_every: int = 0
+    keep: int = 3
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
@@ -304,6 +309,11 @@ def validate(config: Config) -> Config:
     _int("total_steps", c.total_steps, 1, 10**10)
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)
+    _int("checkpoint_every", c.checkpoint_every, 0, 10**9)
+    if c.checkpoint_every % c.log_every:
+        raise ConfigError("checkpoint_every", c.checkpoint_every,
+                          f"0 or a multiple of log_every={c.log_every} (saves happen between scan chunks)")
+    _int("keep", c.keep, 1, 10**6)
 
     _choice("student.name", s.name, STUDENT_NAMES)
     _widths("student.hidden", s.hidden)

@@ -242,15 +242,24 @@ class Trainer:
         """Chunks of ``log_every`` iterations needed to spend ``total_steps``."""
         return -(-self.config.num_iterations // self.config.log_every)
 
-    def shard(self, state: TrainState) -> TrainState:
-        """Places the seed axis over all local devices (no-op with one device).
+    def seed_sharding(self) -> jax.sharding.Sharding:
+        """Sharding of the seed axis: ``NamedSharding(Mesh(devices, ('seed',)), P('seed'))``.
 
-        Uses ``NamedSharding(Mesh(devices, ('seed',)), P('seed'))``; S must be a
-        multiple of the device count, else the state is left replicated.
+        With one device, or when S is not a multiple of the device count, all
+        seeds live on the first device.
         """
         devices = jax.devices()
         if len(devices) == 1 or self.config.seeds % len(devices):
-            return state
+            return jax.sharding.SingleDeviceSharding(devices[0])
         mesh = jax.sharding.Mesh(devices, ("seed",))
-        sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
-        return jax.device_put(state, sharding)
+        return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
+
+    def shard(self, state: TrainState) -> TrainState:
+        """Places the seed axis of ``state`` with :meth:`seed_sharding`."""
+        return jax.device_put(state, self.seed_sharding())
+
+    def abstract_state(self) -> TrainState:
+        """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile)."""
+        shapes = jax.eval_shape(self.init_seeds, self.seed_keys())
+        sharding = self.seed_sharding()
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)

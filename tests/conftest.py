@@ -1,0 +1,79 @@
+"""Shared helpers for the trainer and CLI tests.
+
+Everything here runs on the pure-JAX ``pendulum`` env (compiles in seconds);
+MJX envs are avoided. The device count is left alone (no XLA_FLAGS).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import pytest
+
+from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig
+
+# Fields of the sub-configs, so ``small_config`` can route flat overrides.
+_STUDENT_FIELDS = {f.name for f in dataclasses.fields(StudentConfig)}
+_TEACHER_FIELDS = {f.name for f in dataclasses.fields(TeacherConfig)}
+_META_FIELDS = {f.name for f in dataclasses.fields(MetaConfig)}
+
+SMALL_STUDENT = dict(hidden=(16, 16), buffer_size=20_000, batch_size=32)
+SMALL_TEACHER = dict(hidden=(16, 16))
+SMALL_META = dict(return_horizon=50)
+SMALL_TOP = dict(env="pendulum", rollout_steps=50, log_every=2, eval_envs=2, seeds=1)
+
+
+def small_config(teacher: str = "meta", **overrides: Any) -> Config:
+    """A tiny ``pendulum`` Config: 16-16 nets, buffer 20k, batch 32, T = 50, H = 50.
+
+    Overrides may be flat or prefixed:
+
+    * top-level ``Config`` fields (``seeds=3``, ``total_steps=...``);
+    * ``student_<field>``, ``teacher_<field>``, ``meta_<field>`` for the
+      sub-configs (``student_batch_size=64``, ``meta_candidates=3``); an
+      unprefixed name that only exists in one sub-config (``batch_size``,
+      ``candidates``, ``return_envs``) is routed there too.
+    """
+    student = dict(SMALL_STUDENT)
+    teacher_kw = dict(SMALL_TEACHER, name=teacher)
+    meta = dict(SMALL_META)
+    top = dict(SMALL_TOP)
+    top_fields = {f.name for f in dataclasses.fields(Config)}
+    for key, value in overrides.items():
+        if key.startswith("student_") and key[8:] in _STUDENT_FIELDS:
+            student[key[8:]] = value
+        elif key.startswith("teacher_") and key[8:] in _TEACHER_FIELDS:
+            teacher_kw[key[8:]] = value
+        elif key.startswith("meta_") and key[5:] in _META_FIELDS:
+            meta[key[5:]] = value
+        elif key in top_fields:
+            top[key] = value
+        elif key in _STUDENT_FIELDS and key not in _TEACHER_FIELDS:
+            student[key] = value
+        elif key in _META_FIELDS:
+            meta[key] = value
+        elif key in _TEACHER_FIELDS and key not in _STUDENT_FIELDS:
+            teacher_kw[key] = value
+        else:
+            raise TypeError(f"small_config: unknown or ambiguous override {key!r}")
+    return Config(student=StudentConfig(**student), teacher=TeacherConfig(**teacher_kw),
+                  meta=MetaConfig(**meta), **top)
+
+
+def leaf_signature(tree) -> tuple:
+    """(treedef, [(shape, dtype, weak_type)]) of every leaf: what jit's cache keys on."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    return treedef, [(tuple(x.shape), x.dtype, x.weak_type) for x in leaves]
+
+
+def tree_index(tree, i: int):
+    """Leaf-wise ``x[i]`` (picks one seed out of a vmapped state)."""
+    return jax.tree.map(lambda x: x[i], tree)
+
+
+@pytest.fixture
+def small_cfg():
+    """The ``small_config`` factory as a fixture."""
+    return small_config
