@@ -166,6 +166,9 @@ class Config:
       checkpoint_every: iterations between Orbax checkpoints (a multiple of
         log_every); 0 = only at the end.
       keep: number of most recent checkpoints kept.
+      visit_samples: D0 states kept per chunk for state-visitation plots
+        (a uniform sample, ``visit_samples // log_every`` per iteration);
+        0 disables.
       student, teacher, meta: sub-configs.
     """
 
@@ -180,6 +183,7 @@ class Config:
     eval_envs: int = 5
     checkpoint_every: int = 0
     keep: int = 3
+    visit_samples: int = 200
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
@@ -228,6 +232,13 @@ class Config:
     @property
     def num_iterations(self) -> int:
         return max(1, math.ceil(self.total_steps / self.steps_per_iteration))
+
+    @property
+    def visits_per_iteration(self) -> int:
+        """D0 states sampled per iteration into the visitation sample (0 if disabled)."""
+        if not self.visit_samples:
+            return 0
+        return max(1, min(self.visit_samples // self.log_every, self.num_candidates * self.d0_size))
 
     @property
     def resolved_episode_length(self) -> int:
@@ -314,6 +325,7 @@ def validate(config: Config) -> Config:
         raise ConfigError("checkpoint_every", c.checkpoint_every,
                           f"0 or a multiple of log_every={c.log_every} (saves happen between scan chunks)")
     _int("keep", c.keep, 1, 10**6)
+    _int("visit_samples", c.visit_samples, 0, 10**6)
 
     _choice("student.name", s.name, STUDENT_NAMES)
     _widths("student.hidden", s.hidden)

@@ -20,6 +20,8 @@ from mjxmeta.config import Config, ConfigError, from_dict, to_dict
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
+VISITS = "visitation"  # RUN/visitation/iter_<iteration>.npy: (S, samples, obs_size) D0 observations
+TENSORBOARD = "tensorboard"
 
 
 class NonFiniteError(RuntimeError):
@@ -162,6 +164,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     """
     import jax
     import numpy as np
+    from tensorboardX import SummaryWriter
     from tqdm import tqdm
 
     from mjxmeta.checkpoint import Checkpointer
@@ -200,6 +203,11 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     n_chunks = trainer.num_chunks
     final: list[float] = []
     t0 = time.time() - t_offset
+    if config.visit_samples:
+        (run_dir / VISITS).mkdir(exist_ok=True)
+    # TensorBoard's x axis is env steps; on resume, events after the checkpoint are purged.
+    writer = SummaryWriter(str(run_dir / TENSORBOARD),
+                           purge_step=start_chunk * steps_per_chunk + 1 if start_chunk else None)
     try:
         with open(metrics_path, "a") as log, tqdm(total=n_chunks * steps_per_chunk, initial=start_chunk * steps_per_chunk,
                                                  unit="step", disable=not progress, dynamic_ncols=True,
@@ -215,7 +223,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                     last = ckpt.latest_step()
                     raise NonFiniteError(f"{problem}; stopping without saving this state. Last good checkpoint: "
                                          f"{'none' if last is None else f'iteration {last}'} in {ckpt.directory}")
-                metrics, returns, env_steps = jax.device_get((metrics, returns, state.env_steps))
+                metrics, returns, env_steps, visits = jax.device_get(
+                    (metrics, returns, state.env_steps, state.visits))
                 wall = time.time() - t0
                 final = [float(np.mean(r)) for r in returns]
                 for s in range(config.seeds):
@@ -224,7 +233,13 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                     for k, v in metrics.items():
                         row[k] = float(v[s, -1]) if k == "teacher_log_std" else float(np.mean(v[s]))
                     log.write(json.dumps(row) + "\n")
+                    for k, v in row.items():
+                        if k not in ("env_steps", "iteration", "seed"):
+                            writer.add_scalar(f"seed_{s}/{k}", v, int(env_steps[s]))
                 log.flush()
+                writer.flush()
+                if config.visit_samples:
+                    np.save(run_dir / VISITS / f"iter_{iteration:07d}.npy", visits.astype(np.float32))
                 last_chunk = chunk + 1 == n_chunks
                 if last_chunk or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
                     ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1,
@@ -234,6 +249,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                                 sps=f"{config.seeds * steps_per_chunk / (time.time() - tc):.0f}",
                                 meta_r=f"{np.mean(metrics['meta_reward']):.2f}")
     finally:
+        writer.close()
         ckpt.close()
     return final
 

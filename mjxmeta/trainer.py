@@ -47,6 +47,10 @@ class TrainState:
       key: raw PRNG key (2,) uint32.
       iteration: int32 iterations done.
       env_steps: int32 env steps used (D0 + D1 + R-hat rollouts).
+      visits: (log_every * v, obs_size) raw D0 observations sampled uniformly,
+        v per iteration, overwritten chunk by chunk (state-visitation plots);
+        v = ``config.visits_per_iteration`` (a one-row placeholder when
+        disabled).
     """
 
     student: DDPGState
@@ -57,6 +61,7 @@ class TrainState:
     key: jax.Array
     iteration: jax.Array
     env_steps: jax.Array
+    visits: jax.Array
 
 
 class Trainer:
@@ -97,6 +102,8 @@ class Trainer:
             key=key,
             iteration=jnp.zeros((), jnp.int32),
             env_steps=jnp.zeros((), jnp.int32),
+            visits=jnp.zeros((max(1, self.config.log_every * self.config.visits_per_iteration), self.obs_size),
+                             jnp.float32),
         )
         return strong(state)
 
@@ -169,10 +176,20 @@ class Trainer:
             state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates)
         return state.replace(student=student, buffer=buffer), metrics
 
+    def record_visits(self, state: TrainState, d0: Transition, key: jax.Array) -> jax.Array:
+        """Writes v uniformly drawn D0 observations into this iteration's rows of ``visits``."""
+        v = self.config.visits_per_iteration
+        if v == 0:
+            return state.visits
+        obs = flatten_batch(d0).obs
+        idx = jax.random.choice(key, obs.shape[0], (v,), replace=False)
+        row = (state.iteration % self.config.log_every) * v
+        return jax.lax.dynamic_update_slice_in_dim(state.visits, obs[idx], row, axis=0)
+
     # ------------------------------------------------------ one iteration
     def iteration(self, state: TrainState):
         """One pass of Algorithm 1. Returns (state, metrics of scalars)."""
-        key, k_d0, k_look, k_ret = jax.random.split(state.key, 4)
+        key, k_d0, k_look, k_ret, k_vis = jax.random.split(state.key, 5)
         env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0)            # 1. D0 ~ pi_e
         metrics = {}
         if self.teacher.is_meta:
@@ -187,7 +204,8 @@ class Trainer:
             state = self.insert(state, d0)
             metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()))
         teacher = teacher.replace(memory=memory)
-        state = state.replace(teacher=teacher, env_state=env_state, key=key)
+        state = state.replace(teacher=teacher, env_state=env_state, key=key,
+                              visits=self.record_visits(state, d0, k_vis))
         state, update_metrics = self.student_update(state)                           # 7. pi <- DDPG(pi, B)
         state = state.replace(iteration=state.iteration + 1,
                               env_steps=state.env_steps + self.config.steps_per_iteration)
