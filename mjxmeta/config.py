@@ -40,7 +40,11 @@ class ConfigError(ValueError):
 
     def __init__(self, field_name: str, value: Any, accepted: str):
         self.field = field_name
-        super().__init__(f"config field '{field_name}' = {value!r} is invalid: accepted {accepted}")
+        try:
+            shown = repr(value)
+        except ValueError:  # e.g. an int with more digits than Python will print
+            shown = f"<{type(value).__name__} too large to print>"
+        super().__init__(f"config field '{field_name}' = {shown} is invalid: accepted {accepted}")
 
 
 @dataclass(frozen=True)
@@ -270,7 +274,11 @@ def _int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
 
 def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
     _check_type(name, value, float)
-    bad = (not math.isfinite(value) or value < lo or value > hi or (lo_open and value == lo)
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an int too large for a float, e.g. 10**400
+        finite = False
+    bad = (not finite or value < lo or value > hi or (lo_open and value == lo)
            or (hi_open and value == hi))
     if bad:
         lb = "(" if lo_open else "["
@@ -317,7 +325,7 @@ def validate(config: Config) -> Config:
     _int("seed", c.seed, 0, 2**31 - 1)
     _int("num_envs", c.num_envs, 1, 65536)
     _int("rollout_steps", c.rollout_steps, 1, 100_000)
-    _int("total_steps", c.total_steps, 1, 10**10)
+    _int("total_steps", c.total_steps, 1, 2_000_000_000)  # env_steps is an int32 counter
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)
     _int("checkpoint_every", c.checkpoint_every, 0, 10**9)

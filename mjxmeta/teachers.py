@@ -161,5 +161,10 @@ class Teacher:
         return jnp.where(done[..., None] > 0, jnp.zeros_like(memory), memory)
 
     def log_prob(self, params, inputs: jax.Array, raw_action: jax.Array) -> jax.Array:
-        """log pi_e(raw_action | inputs), shape (…), differentiable in ``params``."""
+        """log pi_e(raw_action | inputs), shape (…), differentiable in ``params``.
+
+        For the Gaussian teachers this is the exact density of the sample. For
+        ``ou`` (never meta-trained) it is the stationary-free N(mu, sigma^2)
+        placeholder, not the density of the OU step given x_{t-1}.
+        """
         return gaussian_log_prob(raw_action, self.mean(params, inputs), self.log_std(params))

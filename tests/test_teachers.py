@@ -1,0 +1,243 @@
+"""Teachers (exploration policies): log-densities, sampling noise, OU process, memory.
+
+Expected values come from scipy.stats and from a NumPy re-implementation of the
+teacher's mean network; sampling statistics are checked against their exact
+values within a few Monte-Carlo standard errors. Every teacher is exercised by a
+single jitted function (few compiles: the machine is shared).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+from mjxmeta.config import TEACHER_NAMES, TeacherConfig
+from mjxmeta.teachers import Teacher, gaussian_log_prob
+
+OBS, A = 3, 2
+HIDDEN = (8, 8)
+INIT_STD = 0.5
+LOG_STD = np.log([0.3, 0.7])  # per-dimension stds set explicitly (not the init value)
+N_SAMPLES = 20_000
+
+
+def np_mean_net(net_params, x):
+    """NumPy forward pass of ``GaussianMean`` (Dense -> ReLU hidden, tanh output)."""
+    p = net_params["params"]
+    x = np.asarray(x, np.float64)
+    i = 0
+    while f"hidden_{i}" in p:
+        d = p[f"hidden_{i}"]["Dense_0"]
+        x = np.maximum(x @ np.asarray(d["kernel"], np.float64) + np.asarray(d["bias"], np.float64), 0.0)
+        i += 1
+    o = p["output"]
+    return np.tanh(x @ np.asarray(o["kernel"], np.float64) + np.asarray(o["bias"], np.float64))
+
+
+def make_teacher(name: str, **kw) -> Teacher:
+    return Teacher(TeacherConfig(name=name, init_std=INIT_STD, hidden=HIDDEN, **kw), OBS, A)
+
+
+def make_params(teacher: Teacher, seed=0):
+    """Params of ``teacher``'s structure: the net's leaves N(0, 0.5^2) from NumPy
+    (O(1) means; no RNG compile), log_std = LOG_STD (log ou_sigma for ``ou``)."""
+    shapes = jax.eval_shape(lambda k: teacher.init(k, 1).params, jax.random.PRNGKey(0))
+    rng = np.random.default_rng(seed)
+    params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
+    log_std = math.log(teacher.config.ou_sigma) * np.ones(A) if teacher.name == "ou" else LOG_STD
+    params["log_std"] = jnp.asarray(log_std, jnp.float32)
+    return params
+
+
+def make_inputs(teacher: Teacher, n: int, seed=1):
+    """Teacher inputs u for n env rows, built with ``Teacher.inputs``; also returns mu."""
+    rng = np.random.default_rng(seed)
+    obs_n = jnp.asarray(rng.normal(size=(n, OBS)), jnp.float32)
+    mu = jnp.asarray(rng.uniform(-0.9, 0.9, size=(n, A)), jnp.float32)
+    q = jnp.asarray(rng.normal(scale=30.0, size=(n,)), jnp.float32)
+    memory = jnp.asarray(rng.normal(size=(n, teacher.memory_size)), jnp.float32)
+    return teacher.inputs(obs_n, mu, lambda: q, memory), mu
+
+
+@functools.lru_cache(maxsize=None)
+def teacher_outputs(name: str):
+    """One jitted pass per teacher: log-probs of given raw actions, samples, means."""
+    teacher = make_teacher(name)
+    params = make_params(teacher)
+    u_small, mu_small = make_inputs(teacher, 4)
+    # Unclipped raw actions, every row outside [-1, 1] in some dimension.
+    raw_small = jnp.asarray([[1.7, -0.2], [-2.3, 1.4], [0.3, 3.0], [-1.2, -1.9]], jnp.float32)
+    u_big, mu_big = make_inputs(teacher, N_SAMPLES, seed=2)
+    mem_big = jnp.asarray(np.random.default_rng(3).normal(scale=0.1, size=(N_SAMPLES, teacher.memory_size)),
+                          jnp.float32)
+
+    @jax.jit
+    def run(params, key):
+        k0, k1 = jax.random.split(key)
+        raw0, m0 = teacher.sample(params, jnp.zeros_like(mem_big), k0, u_big)
+        raw1, m1 = teacher.sample(params, mem_big, k1, u_big)
+        return dict(
+            logp=teacher.log_prob(params, u_small, raw_small),
+            logp_clipped=teacher.log_prob(params, u_small, jnp.clip(raw_small, -1, 1)),
+            mean_small=teacher.mean(params, u_small),
+            mean_big=teacher.mean(params, u_big),
+            log_std=teacher.log_std(params),
+            raw0=raw0, mem0=m0, raw1=raw1, mem1=m1,
+        )
+
+    out = run(params, jax.random.PRNGKey(4))
+    return teacher, params, dict(u_small=u_small, mu_small=mu_small, raw_small=raw_small, u_big=u_big,
+                                 mu_big=mu_big, mem_big=mem_big), out
+
+
+# --------------------------------------------------------------------------- (a) density
+@pytest.mark.parametrize("shape,std_shape", [((2,), (2,)), ((5, 1), (1,)), ((4, 3), (3,)),
+                                             ((2, 3, 4), (4,)), ((2, 3, 4), (2, 3, 4))])
+def test_gaussian_log_prob_matches_scipy(shape, std_shape):
+    rng = np.random.default_rng(sum(shape))
+    a = rng.normal(scale=2.0, size=shape).astype(np.float32)
+    m = rng.normal(size=shape).astype(np.float32)
+    log_std = rng.uniform(-2.0, 1.0, size=std_shape).astype(np.float32)
+    got = np.asarray(jax.jit(gaussian_log_prob)(a, m, log_std))
+    want = stats.norm.logpdf(a.astype(np.float64), m, np.exp(log_std.astype(np.float64))).sum(-1)
+    assert got.shape == shape[:-1]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    if std_shape == shape[-1:]:  # diagonal multivariate normal, row by row
+        cov = np.diag(np.exp(2.0 * log_std.astype(np.float64)))
+        flat_a, flat_m = a.reshape(-1, shape[-1]), m.reshape(-1, shape[-1])
+        mvn = [stats.multivariate_normal(mm, cov).logpdf(aa) for aa, mm in zip(flat_a, flat_m)]
+        np.testing.assert_allclose(got.reshape(-1), mvn, rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- (b) per teacher
+def expected_mean(teacher, params, u, mu):
+    """The mean the teacher should use: the student's mu(s) for the noise teachers
+    and meta_variance, the NumPy mean network on u for meta / meta_state."""
+    if teacher.has_net:
+        return np_mean_net(params["net"], u)
+    return np.asarray(mu, np.float64)
+
+
+@pytest.mark.parametrize("name", TEACHER_NAMES)
+def test_log_prob_is_density_of_unclipped_action(name):
+    teacher, params, d, out = teacher_outputs(name)
+    mean = expected_mean(teacher, params, d["u_small"], d["mu_small"])
+    np.testing.assert_allclose(np.asarray(out["mean_small"]), mean, rtol=1e-5, atol=1e-5)
+    std = np.exp(np.asarray(out["log_std"], np.float64))
+    raw = np.asarray(d["raw_small"], np.float64)
+    assert (np.abs(raw) > 1).any(axis=1).all()
+    want = stats.norm.logpdf(raw, mean, std).sum(-1)
+    np.testing.assert_allclose(np.asarray(out["logp"]), want, rtol=1e-5, atol=1e-4)
+    # ... and not the density of the clipped (executed) action.
+    clipped = stats.norm.logpdf(np.clip(raw, -1, 1), mean, std).sum(-1)
+    np.testing.assert_allclose(np.asarray(out["logp_clipped"]), clipped, rtol=1e-5, atol=1e-4)
+    assert np.all(np.abs(np.asarray(out["logp"]) - np.asarray(out["logp_clipped"])) > 0.1)
+    # NOTE (ou): log_prob is N(mu, ou_sigma^2), which is *not* the OU transition
+    # density N(mu + (1 - theta dt) x_{t-1}, sigma^2 dt). It is never used (ou is
+    # not a meta teacher, so no meta-gradient is taken), see the report.
+
+
+@pytest.mark.parametrize("name", TEACHER_NAMES)
+def test_sampled_noise_has_configured_std(name):
+    teacher, params, d, out = teacher_outputs(name)
+    mean = expected_mean(teacher, params, d["u_big"], d["mu_big"])
+    np.testing.assert_allclose(np.asarray(out["mean_big"]), mean, rtol=1e-5, atol=1e-5)
+    for raw, mem_in, mem_out in ((out["raw0"], np.zeros_like(d["mem_big"]), out["mem0"]),
+                                 (out["raw1"], np.asarray(d["mem_big"]), out["mem1"])):
+        noise = np.asarray(raw, np.float64) - mean
+        if name == "ou":
+            c = teacher.config
+            # x_{t+1} = (1 - theta dt) x_t + sigma sqrt(dt) eps; raw = mu + x_{t+1}; memory <- x_{t+1}.
+            np.testing.assert_allclose(np.asarray(mem_out), noise, atol=1e-5)
+            noise = noise - (1.0 - c.ou_theta * c.ou_dt) * mem_in
+            want_std = np.full(A, c.ou_sigma * math.sqrt(c.ou_dt))
+        else:
+            np.testing.assert_array_equal(np.asarray(mem_out), mem_in)  # memory untouched
+            want_std = np.exp(LOG_STD)
+        sd = noise.std(axis=0)
+        # Relative SE of a sample std ~ 1/sqrt(2n) = 0.5 %; allow 3 %.
+        np.testing.assert_allclose(sd, want_std, rtol=0.03)
+        assert np.all(np.abs(noise.mean(axis=0)) < 4 * want_std / math.sqrt(N_SAMPLES))
+        # Raw samples are not clipped: plenty fall outside [-1, 1] (std 0.7 on dim 1).
+        if name != "ou":
+            assert (np.abs(np.asarray(raw)) > 1).mean() > 0.05
+
+
+@pytest.mark.parametrize("name", ["gaussian", "ou", "meta_variance"])
+def test_init_log_std(name):
+    teacher = make_teacher(name)
+    st = teacher.init(jax.random.PRNGKey(0), 3)
+    std = teacher.config.ou_sigma if name == "ou" else INIT_STD
+    np.testing.assert_allclose(np.asarray(st.params["log_std"]), np.log(std) * np.ones(A), rtol=1e-6)
+    assert st.memory.shape == (3, teacher.memory_size)
+    assert float(st.baseline) == 0.0
+
+
+def test_log_std_is_clipped_to_configured_range():
+    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5), OBS, A)
+    got = np.asarray(teacher.log_std({"log_std": jnp.asarray([-7.0, 3.0])}))
+    np.testing.assert_array_equal(got, [-2.0, 0.5])
+
+
+# --------------------------------------------------------------------------- (c) OU process
+OU_THETA, OU_DT, OU_SIGMA = 15.0, 0.01, 0.2
+OU_STEPS, OU_BURN, OU_ENVS = 1200, 100, 256
+
+
+def test_ou_noise_is_the_discrete_ar1_process():
+    teacher = Teacher(TeacherConfig(name="ou", ou_theta=OU_THETA, ou_dt=OU_DT, ou_sigma=OU_SIGMA), OBS, 1)
+    params = {"log_std": jnp.full((1,), math.log(OU_SIGMA), jnp.float32)}
+
+    @jax.jit
+    def run(key):
+        u = jnp.zeros((OU_ENVS, 1), jnp.float32)  # mu(s) = 0: raw action = OU state
+
+        def body(mem, k):
+            raw, mem = teacher.sample(params, mem, k, u)
+            return mem, raw[:, 0]
+
+        _, xs = jax.lax.scan(body, jnp.zeros((OU_ENVS, 1), jnp.float32), jax.random.split(key, OU_STEPS))
+        return xs
+
+    x = np.asarray(run(jax.random.PRNGKey(0)), np.float64)[OU_BURN:]  # (T, envs), stationary after burn-in
+    a = 1.0 - OU_THETA * OU_DT                       # 0.85
+    s2 = OU_SIGMA**2 * OU_DT                         # innovation variance
+    var_exact = s2 / (1.0 - a**2)                    # stationary variance of x_{t+1} = a x_t + s eps
+    n = x.size
+    rho = np.sum(x[1:] * x[:-1]) / np.sum(x[:-1] ** 2)
+    var = np.mean(x**2)
+    # SEs of an AR(1): rho ~ sqrt((1 - a^2) / n); var ~ var * sqrt(2 (1 + a^2) / ((1 - a^2) n)).
+    se_rho = math.sqrt((1 - a**2) / n)
+    se_var = var_exact * math.sqrt(2 * (1 + a**2) / ((1 - a**2) * n))
+    assert abs(rho - a) < 5 * se_rho, (rho, a, se_rho)
+    assert abs(var - var_exact) < 5 * se_var, (var, var_exact, se_var)
+    assert abs(var / var_exact - 1) < 0.03
+    assert abs(np.mean(x)) < 5 * math.sqrt(var_exact * (1 + a) / ((1 - a) * n))
+    # Lag-2 autocorrelation is a^2 (an AR(1), not e.g. white noise with a lag-1 term).
+    rho2 = np.sum(x[2:] * x[:-2]) / np.sum(x[:-2] ** 2)
+    assert abs(rho2 - a**2) < 0.01
+
+
+@pytest.mark.parametrize("name", TEACHER_NAMES)
+def test_observe_resets_memory_where_done(name):
+    teacher = make_teacher(name)
+    m = teacher.memory_size
+    memory = jnp.asarray(np.arange(1, 4 * m + 1, dtype=np.float32).reshape(4, m))
+    done = jnp.asarray([1.0, 0.0, 1.0, 0.0])
+    td = jnp.asarray([0.5, -2.0, 3.0, 7.0])
+
+    def td_fn():
+        if not teacher.needs_td:
+            raise AssertionError("td_fn must only be called by meta_state")
+        return td
+
+    got = np.asarray(teacher.observe(memory, done, td_fn))
+    want = (np.asarray(td)[:, None] if name == "meta_state" else np.asarray(memory)).copy()
+    want[[0, 2]] = 0.0
+    np.testing.assert_array_equal(got, want)
