@@ -164,7 +164,7 @@ class Teacher:
         """log pi_e(raw_action | inputs), shape (…), differentiable in ``params``.
 
         For the Gaussian teachers this is the exact density of the sample. For
-        ``ou`` (never meta-trained) it is the stationary-free N(mu, sigma^2)
+        ``ou`` (never meta-trained) it is an N(mu, sigma^2)
         placeholder, not the density of the OU step given x_{t-1}.
         """
         return gaussian_log_prob(raw_action, self.mean(params, inputs), self.log_std(params))
