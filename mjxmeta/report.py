@@ -1,0 +1,573 @@
+"""Reports over finished runs: tables with robust statistics and learning-curve PNGs.
+
+``mjxmeta report RUN [RUN ...] --out DIR`` reads ``RUN/config.json`` and
+``RUN/metrics.jsonl`` of several runs (different teachers and/or envs) and writes
+``DIR/report.md`` with
+
+* one Markdown table per env: final eval return mean ± sd over seeds, the
+  interquartile mean (IQM) with a 95 % percentile-bootstrap confidence interval,
+  and the probability of improvement of each teacher over the ``gaussian``
+  (plain DDPG + Gaussian action noise) baseline with its 95 % bootstrap CI;
+* ``learning_curves_env_steps.png`` and ``learning_curves_wall_s.png``: eval
+  return vs. *all* env steps (D0 + D1 + R̂ rollouts, ``shared/ALGORITHM.md``
+  "Step accounting") and vs. wall-clock seconds; one panel per env, one line
+  per teacher: the IQM over seeds at every log point with a 95 % CI band;
+* ``meta_teachers.png`` (if any meta teacher ran): meta-reward
+  ℛ̂ = R̂(π') − R̂(π) and the teacher's σ = exp(mean log σ) vs. env steps.
+
+Statistics follow R. Agarwal, M. Schwarzer, P. S. Castro, A. Courville,
+M. G. Bellemare, *Deep Reinforcement Learning at the Edge of the Statistical
+Precipice*, NeurIPS 2021 (the ``rliable`` library):
+
+* **IQM** of n scores = ``scipy.stats.trim_mean(x, 0.25)``: sort, drop
+  ``floor(0.25 n)`` scores at each end, average the rest (rliable's
+  ``metrics.aggregate_iqm`` is exactly this call). IQM(1..8) = mean(3,4,5,6) = 4.5;
+  for n < 4 nothing is trimmed and the IQM is the plain mean.
+* **Probability of improvement** P(X > Y) = 1/(n m) Σ_i Σ_j S(x_i, y_j) with
+  S = 1 if x_i > y_j, 1/2 if equal, 0 otherwise (the Mann-Whitney U statistic
+  divided by n m; rliable's ``metrics.probability_of_improvement`` for one task).
+* **Stratified bootstrap**: resample runs with replacement *within each task*.
+  Every table and curve here is per env, i.e. one task, so the stratified
+  bootstrap reduces to resampling seeds (and, for P(X > Y), resampling the seeds
+  of X and of Y independently, as rliable does). Intervals are percentile
+  intervals (rliable's default), ``reps`` resamples (default 2000).
+  No across-env aggregate is computed: it would need a per-env score
+  normalization the paper does not define.
+
+Library choice: the bootstrap is ``scipy.stats.bootstrap(method="percentile")``,
+not ``rliable``. rliable 1.2.0 pins ``arch<8``; arch 7.2.0 does not import with
+pandas 3.x (``TypeError: deprecate_kwarg() missing ... 'new_arg_name'``), so
+rliable only works with an extra ``pandas<3`` pin and a pandas/statsmodels/
+seaborn/arch dependency chain; its bootstrap is also a Python loop per resample
+(~8 s per probability-of-improvement pair at 2000 reps vs. ~10 ms here), too
+slow for per-log-point CI bands. With pandas 2.3.3 and identical conventions
+rliable gives the same point estimates and intervals within bootstrap noise
+(see ``tests/test_report.py``).
+
+Final score of a seed: its eval return at the last log point (rliable and the
+paper's "reward reached"), or with ``last=k`` the mean of the last k log points
+(lower variance when ``eval_envs`` is small). All seeds of one line are read at
+the same env-step count (see :func:`group_runs`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from mjxmeta.visitation import COORDINATES, load_visits, plot_visitation
+
+METRICS = "metrics.jsonl"
+CONFIG = "config.json"
+BASELINE_TEACHER = "gaussian"
+META_TEACHER_NAMES = ("meta_variance", "meta", "meta_state", "meta_latent")
+_TEACHER_ORDER = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "meta_latent")
+ENV_STEPS_LABEL = "env steps (D0 + D1 + R̂ rollouts)"
+WALL_LABEL = "wall-clock s (first point includes JIT compile)"
+RETURN_LABEL = "eval return (deterministic student)"
+# Config fields that may differ between runs pooled into one line (more seeds of one setting).
+_POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep")
+
+# The paper's table (shared/ALGORITHM.md; gym envs of 2018): env -> (Meta, DDPG) as "mean ± sd".
+PAPER_TABLE = {
+    "inverted_double_pendulum": ("InvertedDoublePendulum-v1", "7718 ± 277", "2795 ± 1325"),
+    "inverted_pendulum": ("InvertedPendulum-v1", "745 ± 27", "499 ± 23"),
+    "hopper": ("Hopper-v1", "205 ± 41", "135 ± 42"),
+    "pendulum": ("Pendulum-v0", "−123 ± 10", "−206 ± 31"),
+    "halfcheetah": ("HalfCheetah-v1", "2011 ± 339", "1594 ± 298"),
+    "reacher": ("Reacher-v1", "−12.16 ± 1.19", "−11.67 ± 3.39"),
+}
+
+
+class ReportError(ValueError):
+    """A run directory cannot be read; the message names the path and what is missing."""
+
+
+# ----------------------------------------------------------------------------- loading
+@dataclass
+class Run:
+    """One run directory.
+
+    Attributes:
+      path: the run directory.
+      config: ``config.json`` as a dict (``mjxmeta.config.to_dict`` layout; read
+        raw, so runs written by older/newer versions still load).
+      rows: ``metrics.jsonl`` rows, de-duplicated on (seed, iteration) (the last
+        row wins) and sorted by (seed, iteration).
+    """
+
+    path: Path
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+
+    @property
+    def env(self) -> str:
+        return str(self.config.get("env", "?"))
+
+    @property
+    def teacher(self) -> str:
+        return str(self.config.get("teacher", {}).get("name", "?"))
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({int(r["seed"]) for r in self.rows})
+
+    def seed_series(self, seed: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(env_steps (P,), wall_s (P,), values (P,)) of one seed; NaN where ``key`` is absent."""
+        rows = [r for r in self.rows if int(r["seed"]) == seed]
+        steps = np.array([float(r["env_steps"]) for r in rows])
+        wall = np.array([float(r.get("wall_s", math.nan)) for r in rows])
+        vals = np.array([float(r.get(key, math.nan)) for r in rows])
+        return steps, wall, vals
+
+
+def load_run(path: str | Path) -> Run:
+    """Reads one run directory.
+
+    Raises:
+      ReportError: ``path`` is not a directory or lacks ``metrics.jsonl`` /
+        ``config.json``, or ``metrics.jsonl`` holds no complete row with
+        ``env_steps``, ``seed`` and ``eval_return``.
+    """
+    p = Path(path)
+    if not p.is_dir():
+        raise ReportError(f"run {str(path)!r} is not a directory")
+    if not (p / METRICS).is_file():
+        raise ReportError(f"run {str(path)!r} has no {METRICS}")
+    if not (p / CONFIG).is_file():
+        raise ReportError(f"run {str(path)!r} has no {CONFIG}")
+    try:
+        config = json.loads((p / CONFIG).read_text())
+    except json.JSONDecodeError as e:
+        raise ReportError(f"run {str(path)!r}: {CONFIG} is not valid JSON ({e})") from e
+    by_key: dict[tuple[int, int], dict[str, Any]] = {}
+    for line in (p / METRICS).read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a torn last line of an interrupted run
+        if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
+            continue
+        by_key[(int(row["seed"]), int(row.get("iteration", row["env_steps"])))] = row
+    if not by_key:
+        raise ReportError(f"run {str(path)!r}: {METRICS} has no complete rows (env_steps, seed, eval_return)")
+    rows = [by_key[k] for k in sorted(by_key)]
+    return Run(path=p, config=config, rows=rows)
+
+
+def load_runs(paths: Iterable[str | Path]) -> list[Run]:
+    """:func:`load_run` of every path, in order. Raises ReportError naming the first bad path."""
+    runs = [load_run(p) for p in paths]
+    if not runs:
+        raise ReportError("no runs given")
+    return runs
+
+
+# ----------------------------------------------------------------------------- grouping
+@dataclass
+class Group:
+    """All seeds of one (env, setting): one line in the plots, one row in a table.
+
+    Runs of the same env and teacher whose configs agree except for
+    ``seed``, ``seeds``, ``total_steps``, ``checkpoint_every`` and ``keep`` are
+    pooled (their seeds concatenated); differently configured runs of one
+    teacher get a label naming the differing fields.
+
+    Attributes:
+      env, teacher, label: names; ``label`` is unique within the env.
+      runs: the pooled runs.
+      steps: (P,) common env-step grid (the log points of the first seed,
+        restricted to the range every seed covers).
+      wall: (P,) mean wall-clock seconds at each grid point over runs.
+      curves: {metric: (S, P)} per seed, linearly interpolated in env steps
+        onto ``steps`` (exact when the seeds share log points, as the seeds of
+        one vmapped run do).
+    """
+
+    env: str
+    teacher: str
+    label: str
+    runs: list[Run]
+    steps: np.ndarray
+    wall: np.ndarray
+    curves: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def num_seeds(self) -> int:
+        return int(self.curves["eval_return"].shape[0])
+
+    @property
+    def is_meta(self) -> bool:
+        return self.teacher in META_TEACHER_NAMES
+
+
+_CURVE_KEYS = ("eval_return", "meta_reward", "teacher_log_std", "return_pi", "d0_reward")
+
+
+def _pool_key(run: Run) -> str:
+    cfg = {k: v for k, v in run.config.items() if k not in _POOL_IGNORE}
+    return json.dumps(cfg, sort_keys=True)
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _build_group(env: str, teacher: str, label: str, runs: list[Run]) -> Group:
+    series = [(run, s) for run in runs for s in run.seeds]
+    grids = [run.seed_series(s, "eval_return")[0] for run, s in series]
+    lo = max(g[0] for g in grids)
+    hi = min(g[-1] for g in grids)
+    steps = grids[0][(grids[0] >= lo) & (grids[0] <= hi)]
+    if steps.size == 0:
+        steps = np.array([hi])
+    curves: dict[str, np.ndarray] = {}
+    walls = []
+    for key in _CURVE_KEYS:
+        rows = []
+        for run, s in series:
+            x, w, v = run.seed_series(s, key)
+            rows.append(np.interp(steps, x, v) if np.all(np.isfinite(v)) else np.full(steps.shape, np.nan))
+            if key == "eval_return":
+                walls.append(np.interp(steps, x, w))
+        curves[key] = np.stack(rows)
+    return Group(env=env, teacher=teacher, label=label, runs=runs, steps=steps,
+                 wall=np.nanmean(np.stack(walls), axis=0), curves=curves)
+
+
+def _teacher_rank(name: str) -> int:
+    return _TEACHER_ORDER.index(name) if name in _TEACHER_ORDER else len(_TEACHER_ORDER)
+
+
+def group_runs(runs: Sequence[Run]) -> dict[str, list[Group]]:
+    """{env: [Group, ...]}; envs sorted by name, groups by teacher (gaussian, ou, meta_*)."""
+    pools: dict[tuple[str, str, str], list[Run]] = {}
+    for run in runs:
+        pools.setdefault((run.env, run.teacher, _pool_key(run)), []).append(run)
+    out: dict[str, list[Group]] = {}
+    for env in sorted({k[0] for k in pools}):
+        groups = []
+        for teacher in sorted({k[1] for k in pools if k[0] == env}, key=lambda t: (_teacher_rank(t), t)):
+            keys = [k for k in pools if k[0] == env and k[1] == teacher]
+            if len(keys) == 1:
+                labels = [teacher]
+            else:
+                flats = [_flatten(json.loads(k[2])) for k in keys]
+                differ = sorted(f for f in set().union(*flats) if len({repr(fl.get(f)) for fl in flats}) > 1)
+                labels = [f"{teacher} ({', '.join(f'{f}={fl.get(f)}' for f in differ)})" for fl in flats]
+            groups += [_build_group(env, teacher, lab, pools[k]) for k, lab in zip(keys, labels)]
+        out[env] = groups
+    return out
+
+
+# ----------------------------------------------------------------------------- statistics
+def iqm(x: np.ndarray, axis: int | None = 0) -> np.ndarray:
+    """Interquartile mean along ``axis``: ``scipy.stats.trim_mean(x, 0.25, axis)``.
+
+    Drops ``floor(0.25 n)`` of the n values at each end and averages the rest
+    (Agarwal et al. 2021, eq. in Sec. 4.2; rliable ``aggregate_iqm``).
+    """
+    from scipy.stats import trim_mean
+
+    return trim_mean(np.asarray(x, dtype=float), 0.25, axis=axis)
+
+
+def probability_of_improvement(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """P(X > Y) for samples along ``axis``: mean over all pairs of [x > y] + ½ [x = y].
+
+    Shapes: ``x`` (..., n) and ``y`` (..., m) along ``axis`` with equal leading
+    shapes; returns the leading shape. One task: Agarwal et al. 2021, Sec. 4.3
+    (the Mann-Whitney U statistic divided by n m).
+    """
+    x = np.moveaxis(np.asarray(x, dtype=float), axis, -1)[..., :, None]
+    y = np.moveaxis(np.asarray(y, dtype=float), axis, -1)[..., None, :]
+    return np.mean((x > y) + 0.5 * (x == y), axis=(-2, -1))
+
+
+def _bootstrap(data: tuple[np.ndarray, ...], statistic, reps: int, seed: int, axis: int = 0):
+    """Percentile 95 % CI of ``statistic`` over independent resamples of each sample along ``axis``.
+
+    Returns (low, high) with the statistic's shape; NaN where a sample has fewer
+    than 2 values (no interval can be formed).
+    """
+    from scipy.stats import bootstrap
+
+    if any(d.shape[axis] < 2 for d in data):
+        shape = np.shape(statistic(*data, axis=axis))
+        return np.full(shape, np.nan), np.full(shape, np.nan)
+    res = bootstrap(data, statistic, n_resamples=reps, confidence_level=0.95, method="percentile",
+                    vectorized=True, paired=False, axis=axis, rng=np.random.default_rng(seed))
+    return np.asarray(res.confidence_interval.low), np.asarray(res.confidence_interval.high)
+
+
+def iqm_ci(scores: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IQM over seeds and its 95 % percentile bootstrap CI.
+
+    Args:
+      scores: (S,) or (S, P) — seeds along axis 0 (P log points are treated
+        independently: a pointwise band).
+    Returns:
+      (point, low, high), each () or (P,). CI bounds are NaN when S < 2.
+    """
+    scores = np.asarray(scores, dtype=float)
+    point = iqm(scores, axis=0)
+    low, high = _bootstrap((scores,), lambda a, axis: iqm(a, axis=axis), reps, seed)
+    return point, low, high
+
+
+def poi_ci(x: np.ndarray, y: np.ndarray, reps: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+    """P(X > Y) of final scores x (n,) and y (m,), with a 95 % bootstrap CI (x and y resampled independently)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    point = float(probability_of_improvement(x, y))
+    low, high = _bootstrap((x, y), probability_of_improvement, reps, seed, axis=-1)
+    return point, float(low), float(high)
+
+
+def final_scores(group: Group, last: int = 1) -> np.ndarray:
+    """(S,) final score per seed: mean eval return over the last ``last`` points of ``group.steps``."""
+    if last < 1:
+        raise ValueError(f"last = {last} is invalid: accepted an integer >= 1")
+    return np.mean(group.curves["eval_return"][:, -last:], axis=1)
+
+
+# ----------------------------------------------------------------------------- tables
+def _fmt(x: float) -> str:
+    if not math.isfinite(x):
+        return "n/a"
+    return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
+
+
+def summary_table(env: str, groups: Sequence[Group], reps: int = 2000, last: int = 1, seed: int = 0) -> str:
+    """Markdown section for one env: a header line and a table with one row per group.
+
+    Columns: teacher, seeds, env steps at the final point, final return
+    mean ± sd (sample sd, ddof 1), IQM [95 % CI], P(teacher > gaussian)
+    [95 % CI], wall-clock seconds. The PoI column is "n/a" when the env has no
+    ``gaussian`` run; the gaussian row itself reads "(reference)".
+    """
+    base = next((g for g in groups if g.teacher == BASELINE_TEACHER), None)
+    base_scores = final_scores(base, last) if base is not None else None
+    final_desc = "last log point" if last == 1 else f"mean of the last {last} log points"
+    lines = [f"## {env}", ""]
+    lines.append(f"Final return per seed = eval return at the {final_desc}; IQM and P(X > gaussian) with 95 % "
+                 f"percentile stratified-bootstrap CIs ({reps} resamples of seeds).")
+    if base is None:
+        lines.append(f"No `{BASELINE_TEACHER}` run for this env: probability of improvement is n/a.")
+    lines += ["", "| teacher | seeds | env steps | final return mean ± sd | IQM [95 % CI] | "
+                  "P(X > gaussian) [95 % CI] | wall s |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for i, g in enumerate(groups):
+        s = final_scores(g, last)
+        sd = float(np.std(s, ddof=1)) if s.size > 1 else math.nan
+        point, low, high = iqm_ci(s, reps, seed + i)
+        iqm_txt = f"{_fmt(float(point))} [{_fmt(float(low))}, {_fmt(float(high))}]"
+        if base is None:
+            poi_txt = "n/a"
+        elif g is base:
+            poi_txt = "(reference)"
+        else:
+            p, pl, ph = poi_ci(s, base_scores, reps, seed + 1000 + i)
+            poi_txt = f"{p:.2f} [{pl:.2f}, {ph:.2f}]" if math.isfinite(pl) else f"{p:.2f} [n/a]"
+        lines.append(f"| {g.label} | {g.num_seeds} | {int(g.steps[-1])} | {_fmt(float(np.mean(s)))} ± {_fmt(sd)} | "
+                     f"{iqm_txt} | {poi_txt} | {_fmt(float(g.wall[-1]))} |")
+    ends = [int(g.steps[-1]) for g in groups]
+    if max(ends) > 1.05 * min(ends):
+        lines += ["", f"**Warning:** final points lie at {min(ends)}..{max(ends)} env steps (more than 5 % apart); "
+                      "final scores and P(X > gaussian) then compare different budgets."]
+    if env in PAPER_TABLE:
+        name, meta, ddpg = PAPER_TABLE[env]
+        lines += ["", f"Paper (Xu et al. 2018, {name}, gym of 2018, mean ± sd): Meta {meta}, DDPG {ddpg}. "
+                      "Brax/MJX ports differ: compare directions and ratios, not absolute numbers."]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- plots
+def _colors(groups_by_env: dict[str, list[Group]]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    labels = []
+    for groups in groups_by_env.values():
+        for g in groups:
+            if g.label not in labels:
+                labels.append(g.label)
+    labels.sort(key=lambda lab: (_teacher_rank(lab.split(" ")[0]), lab))
+    cmap = colormaps["tab10"]
+    return {lab: cmap(i % 10) for i, lab in enumerate(labels)}
+
+
+def _figure(n_panels: int, ncols: int, w: float = 5.0, h: float = 3.6):
+    from matplotlib.figure import Figure
+
+    nrows = math.ceil(n_panels / ncols)
+    fig = Figure(figsize=(w * ncols, h * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _band(ax, x, values, color, label, reps, seed, transform=None):
+    v = values if transform is None else transform(values)
+    point, low, high = iqm_ci(v, reps, seed)
+    ax.plot(x, point, color=color, label=label, lw=1.8, marker="." if len(x) < 30 else None)
+    if np.all(np.isfinite(low)):
+        ax.fill_between(x, low, high, color=color, alpha=0.15, lw=0)
+
+
+def plot_learning_curves(groups_by_env: dict[str, list[Group]], out_png: str | Path, x: str = "env_steps",
+                         reps: int = 2000, seed: int = 0) -> Path:
+    """Eval return vs. ``x`` — one panel per env, one line per group.
+
+    Each line is the IQM over seeds at every log point (``Group.curves
+    ["eval_return"]``, shape (S, P)) with a pointwise 95 % percentile-bootstrap
+    band over seeds. ``x`` is ``"env_steps"`` (all D0 + D1 + R̂ steps) or
+    ``"wall_s"`` (mean wall-clock seconds of the pooled runs at each point).
+
+    Returns:
+      the written PNG path.
+    """
+    if x not in ("env_steps", "wall_s"):
+        raise ValueError(f"x = {x!r} is invalid: accepted 'env_steps' or 'wall_s'")
+    envs = list(groups_by_env)
+    fig, axes = _figure(len(envs), min(3, len(envs)))
+    colors = _colors(groups_by_env)
+    for k, env in enumerate(envs):
+        ax = axes.flat[k]
+        for i, g in enumerate(groups_by_env[env]):
+            xs = g.steps if x == "env_steps" else g.wall
+            _band(ax, xs, g.curves["eval_return"], colors[g.label], f"{g.label} (n={g.num_seeds})", reps, seed + i)
+        ax.set_title(env)
+        ax.set_xlabel(ENV_STEPS_LABEL if x == "env_steps" else WALL_LABEL)
+        ax.set_ylabel(RETURN_LABEL)
+        ax.grid(alpha=0.3)
+        ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+        ax.legend(fontsize="small", title="IQM ± 95 % CI", title_fontsize="small")
+    for ax in list(axes.flat)[len(envs):]:
+        ax.set_visible(False)
+    fig.suptitle(f"Learning curves vs. {'env steps' if x == 'env_steps' else 'wall-clock'}")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+def plot_meta(groups_by_env: dict[str, list[Group]], out_png: str | Path, reps: int = 2000,
+              seed: int = 0) -> Path | None:
+    """Meta-reward and teacher σ vs. env steps for meta teachers; None if there are none.
+
+    One row per env with a meta teacher; left: meta-reward ℛ̂ = R̂(π') − R̂(π)
+    (the chunk mean of ``meta_reward``), right: σ = exp(``teacher_log_std``),
+    the geometric mean over action dims of the learned exploration std at the
+    end of each chunk, in normalized action units. Lines: IQM over seeds with a
+    95 % bootstrap band.
+    """
+    metas = {env: [g for g in gs if g.is_meta] for env, gs in groups_by_env.items()}
+    metas = {env: gs for env, gs in metas.items() if gs}
+    if not metas:
+        return None
+    fig, axes = _figure(2 * len(metas), 2)
+    colors = _colors(groups_by_env)
+    for r, (env, groups) in enumerate(metas.items()):
+        a_r, a_s = axes[r, 0], axes[r, 1]
+        for i, g in enumerate(groups):
+            lab = f"{g.label} (n={g.num_seeds})"
+            if np.all(np.isfinite(g.curves["meta_reward"])):
+                _band(a_r, g.steps, g.curves["meta_reward"], colors[g.label], lab, reps, seed + i)
+            if np.all(np.isfinite(g.curves["teacher_log_std"])):
+                _band(a_s, g.steps, g.curves["teacher_log_std"], colors[g.label], lab, reps, seed + i, np.exp)
+        a_r.axhline(0.0, color="k", lw=0.8, ls="--")
+        a_r.set_title(f"{env}: meta-reward")
+        a_r.set_ylabel("ℛ̂ = R̂(π') − R̂(π)  (chunk mean)")
+        a_s.set_title(f"{env}: teacher exploration σ")
+        a_s.set_ylabel("σ = exp(mean log σ)  (normalized actions)")
+        for ax in (a_r, a_s):
+            ax.set_xlabel(ENV_STEPS_LABEL)
+            ax.grid(alpha=0.3)
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
+            ax.legend(fontsize="small", title="IQM ± 95 % CI", title_fontsize="small")
+    fig.suptitle("Meta teachers")
+    out = Path(out_png)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    return out
+
+
+# ----------------------------------------------------------------------------- report
+def plot_visitation_panels(groups_by_env: dict[str, list[Group]], out_dir: Path) -> dict[str, Path]:
+    """``visitation_<env>.png`` (teacher ``meta`` vs ``gaussian``, early vs late) for envs with a layout.
+
+    Returns:
+      {env: png path} for the envs where both runs kept visitation samples.
+    """
+    out = {}
+    for env, gs in groups_by_env.items():
+        if env not in COORDINATES:
+            continue
+        runs = {g.teacher: g.runs[0].path for g in gs if g.teacher in ("meta", BASELINE_TEACHER)}
+        runs = {t: p for t, p in runs.items() if load_visits(p)}
+        if runs:
+            order = [t for t in ("meta", BASELINE_TEACHER) if t in runs]
+            out[env] = plot_visitation(env, runs, out_dir / f"visitation_{env}.png", teachers=order)
+    return out
+
+
+def write_report(paths: Sequence[str | Path], out_dir: str | Path, reps: int = 2000, last: int = 1,
+                 seed: int = 0) -> Path:
+    """Loads ``paths``, writes tables and PNGs to ``out_dir``; returns ``out_dir/report.md``.
+
+    Files: ``report.md``, ``learning_curves_env_steps.png``,
+    ``learning_curves_wall_s.png`` and, with meta teachers, ``meta_teachers.png``.
+
+    Raises:
+      ReportError: a path is not a readable run directory.
+      ValueError: ``reps`` < 1 or ``last`` < 1.
+    """
+    if reps < 1:
+        raise ValueError(f"reps = {reps} is invalid: accepted an integer >= 1")
+    if last < 1:
+        raise ValueError(f"last = {last} is invalid: accepted an integer >= 1")
+    runs = load_runs(paths)
+    groups = group_runs(runs)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = plot_learning_curves(groups, out / "learning_curves_env_steps.png", "env_steps", reps, seed)
+    walls = plot_learning_curves(groups, out / "learning_curves_wall_s.png", "wall_s", reps, seed)
+    meta = plot_meta(groups, out / "meta_teachers.png", reps, seed)
+    md = ["# mjxmeta report", "",
+          f"{len(runs)} runs, {len(groups)} env(s). Statistics after Agarwal et al., *Deep RL at the Edge of the "
+          "Statistical Precipice* (NeurIPS 2021): IQM = 25 %-trimmed mean over seeds; P(X > gaussian) = "
+          "P(a random seed of X beats a random seed of the gaussian-noise DDPG baseline), ties count ½; "
+          "95 % percentile bootstrap CIs by `scipy.stats.bootstrap` (rliable's conventions, resampling seeds "
+          "within each env). Env steps count D0, D1 and R̂ rollouts; evaluation episodes are not counted.", ""]
+    for env, gs in groups.items():
+        md.append(summary_table(env, gs, reps, last, seed))
+    md += ["## Learning curves", "", f"![learning curves vs env steps]({curves.name})", "",
+           f"![learning curves vs wall-clock]({walls.name})", ""]
+    if meta is not None:
+        md += ["## Meta teachers", "", f"![meta-reward and teacher sigma]({meta.name})", ""]
+    visits = plot_visitation_panels(groups, out)
+    if visits:
+        md += ["## State visitation of D0", "",
+               "Uniform samples of the teacher's data D0, first vs last quarter of training, pooled over seeds.", ""]
+        md += [f"![{env} state visitation]({png.name})" for env, png in visits.items()] + [""]
+    md += ["## Runs", "", "| run | env | teacher | line | seeds | env steps per iteration |",
+           "| --- | --- | --- | --- | ---: | ---: |"]
+    for env, gs in groups.items():
+        for g in gs:
+            for run in g.runs:
+                steps = sorted({int(r["env_steps"]) for r in run.rows if int(r["seed"]) == run.seeds[0]})
+                its = sorted({int(r.get("iteration", 0)) for r in run.rows if int(r["seed"]) == run.seeds[0]})
+                per = (steps[-1] // its[-1]) if its and its[-1] else math.nan
+                md.append(f"| `{run.path}` | {env} | {run.teacher} | {g.label} | {len(run.seeds)} | {per} |")
+    path = out / "report.md"
+    path.write_text("\n".join(md) + "\n")
+    return path
