@@ -1,4 +1,4 @@
-"""Command line: ``mjxmeta train | eval``.
+"""Command line: ``mjxmeta train | eval | report | render``.
 
 ``mjxmeta train`` validates the whole config before anything compiles, writes
 ``RUN/config.json``, runs the fused trainer chunk by chunk with a progress bar,
@@ -8,6 +8,14 @@ evaluation returns per seed and mean ± sd. ``--resume RUN`` continues a run.
 
 ``mjxmeta eval RUN`` restores a checkpoint and prints per-seed deterministic
 returns.
+
+``mjxmeta report RUN [RUN ...] --out DIR`` writes ``DIR/report.md`` (per-env tables:
+mean ± sd, IQM and probability of improvement over ``gaussian`` with bootstrap
+CIs) and learning-curve PNGs; see :mod:`mjxmeta.report`.
+
+``mjxmeta render RUN --out FILE`` rolls out one seed's student (``--teacher``:
+the teacher) and writes ``FILE.mp4``/``.gif`` (MuJoCo offscreen, headless EGL)
+and with ``--html``/``--offline`` Brax's viewer ``FILE.html``; see :mod:`mjxmeta.render`.
 
 Exit codes: 0 done, 2 invalid input (message names the field), 3 non-finite
 values (message names seed, iteration and quantity), 4 resume refused.
@@ -87,6 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("run", help="run directory")
     e.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
     e.add_argument("--episodes", type=int, default=10, help="evaluation episodes per seed")
+    r = sub.add_parser("report", help="tables (mean ± sd, IQM, P(improvement) over gaussian) and PNG curves of runs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    r.add_argument("runs", nargs="+", metavar="RUN", help="run directories (config.json + metrics.jsonl)")
+    r.add_argument("--out", required=True, help="output directory for report.md and the PNGs")
+    r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
+    r.add_argument("--last", type=int, default=1,
+                   help="final score = mean eval return of a seed's last LAST log points")
+    r.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
+    v = sub.add_parser("render", help="roll out a trained policy; write a video (and Brax's HTML viewer)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    v.add_argument("run", help="run directory")
+    v.add_argument("--out", required=True,
+                   help="output stem: writes OUT.mp4 or OUT.gif (and OUT.html); a .mp4/.gif/.html suffix is stripped")
+    v.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
+    v.add_argument("--seed", type=int, default=0, help="index of the training seed to render")
+    v.add_argument("--steps", type=int, default=200, help="env steps to roll out (auto-resets continue)")
+    v.add_argument("--teacher", action="store_true", help="act with the teacher pi_e instead of the student mu")
+    v.add_argument("--format", choices=("mp4", "gif"), default=None, help="video format; default OUT's suffix, else mp4")
+    v.add_argument("--html", action="store_true", help="also write Brax's trajectory viewer OUT.html")
+    v.add_argument("--offline", action="store_true",
+                   help="implies --html; the viewer's JavaScript goes to OUT_files/ (npm packages cached once)")
+    v.add_argument("--width", type=int, default=320, help="video width in pixels")
+    v.add_argument("--height", type=int, default=240, help="video height in pixels")
     return p
 
 
@@ -187,12 +218,82 @@ def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     return 0
 
 
+def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    from mjxmeta.report import ReportError, write_report
+
+    for name, value in (("--reps", a.reps), ("--last", a.last)):
+        if value < 1:
+            parser.exit(2, f"mjxmeta: error: argument {name}: {value} is invalid: accepted an integer >= 1\n")
+    try:
+        path = write_report(a.runs, a.out, reps=a.reps, last=a.last, seed=a.seed)
+    except ReportError as e:
+        parser.exit(2, f"mjxmeta: error: argument RUN: {e}\n")
+    print(path.read_text().split("## Learning curves")[0].rstrip())
+    print(f"\nwrote {path} and PNGs in {path.parent}", file=sys.stderr)
+    return 0
+
+
+def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    """``mjxmeta render``: every input is checked before anything compiles."""
+    from mjxmeta import render
+
+    def bad(flag: str, value: Any, accepted: str):
+        parser.exit(2, f"mjxmeta: error: argument {flag}: {value!r} is invalid: accepted {accepted}\n")
+
+    run_dir = Path(a.run)
+    if not (run_dir / "config.json").exists():
+        bad("RUN", a.run, "a run directory containing config.json")
+    config = load_config(run_dir)
+    stem, implied = render.split_out(a.out)
+    if a.format and implied and a.format != implied:
+        bad("--format", a.format, f"omitted or equal to the suffix of --out {a.out!r}")
+    fmt = a.format or implied or "mp4"
+    if not 0 <= a.seed < config.seeds:
+        bad("--seed", a.seed, f"an integer in [0, {config.seeds}) (the run has {config.seeds} seeds)")
+    if not 1 <= a.steps <= 100_000:
+        bad("--steps", a.steps, "an integer in [1, 100000]")
+    for flag, px in (("--width", a.width), ("--height", a.height)):
+        if not 16 <= px <= 4096 or (fmt == "mp4" and px % 2):
+            bad(flag, px, "an integer in [16, 4096]" + (", even for mp4 (H.264 yuv420p)" if fmt == "mp4" else ""))
+    try:
+        stem.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        bad("--out", a.out, f"a path in a writable directory ({e.strerror or e})")
+    ok, why = render.gl_status()
+    if not ok:
+        print(f"mjxmeta: error: {why}", file=sys.stderr)
+        return 2
+    try:
+        if a.offline:
+            render.check_viewer_folder(render.viewer_folder(stem.with_name(stem.name + ".html")))
+            render.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
+        trainer, state, record = render.load_checkpoint(run_dir, a.checkpoint)
+    except (FileNotFoundError, render.RenderError) as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return 2
+    rollout = render.rollout_states(trainer, state, a.seed, a.steps, use_teacher=a.teacher)
+    paths = render.write_outputs(trainer, rollout, stem, fmt, a.width, a.height, html=a.html, offline=a.offline)
+    who = "teacher" if a.teacher else "student"
+    print(f"{config.env}: {who} of seed {a.seed} at iteration {record['iteration']}, {a.steps} steps, "
+          f"return {float(rollout.reward.sum()):.2f}, {int(rollout.done.sum())} episode end(s)")
+    for path in paths.values():
+        print(f"wrote {path}")
+    if a.offline:
+        print(f"view: python -m http.server -d {paths['html'].parent} and open "
+              f"http://localhost:8000/{paths['html'].name}", file=sys.stderr)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command == "train":
         return _train(parser, a)
+    if a.command == "report":
+        return _report(parser, a)
+    if a.command == "render":
+        return _render(parser, a)
     return _eval(parser, a)
 
 

@@ -202,6 +202,9 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     steps_per_chunk = config.steps_per_iteration * config.log_every
     n_chunks = trainer.num_chunks
     final: list[float] = []
+    if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
+        returns = trainer.evaluate_seeds(state, trainer.eval_keys(start_chunk * config.log_every))
+        final = [float(np.mean(r)) for r in jax.device_get(returns)]
     t0 = time.time() - t_offset
     if config.visit_samples:
         (run_dir / VISITS).mkdir(exist_ok=True)

@@ -1,0 +1,720 @@
+"""Rendering a trained policy: MuJoCo offscreen video and Brax's HTML viewer.
+
+Three steps, each usable on its own:
+
+* :func:`rollout_states`: a jitted rollout of ONE training seed's policy on one
+  env (the deterministic student mu(s), or with ``use_teacher`` the teacher's
+  stochastic pi_e), returning joint positions ``qpos`` per frame;
+* :func:`render_video`: MuJoCo's offscreen renderer (``mujoco.Renderer``) on
+  the env's ``MjModel``, frames written as ``.mp4`` (imageio + the ffmpeg binary
+  bundled in the ``imageio-ffmpeg`` wheel) or ``.gif`` (Pillow);
+* :func:`render_html`: Brax's trajectory viewer (``brax.io.html``), optionally
+  ``offline``: the page's JavaScript (Brax's ``viewer.js``, three.js, lil-gui,
+  pako, es-module-shims) is written beside it in ``<page>_files/`` instead of
+  being loaded from CDNs. The third-party packages come from the npm registry
+  (``npm pack``) once and are cached under :func:`viewer_cache_dir`; later
+  renders need no network. The page must be served over HTTP (browsers refuse
+  ES modules from ``file://``), e.g. ``python -m http.server`` in its folder.
+
+Headless OpenGL: unless ``MUJOCO_GL`` is set, this module selects ``egl``
+(Debian ``libegl1``; ``MUJOCO_GL=osmesa`` with ``libosmesa6`` also works), even
+when ``mujoco`` was imported earlier and picked GLFW.
+
+The ``pendulum`` env is pure JAX; it is drawn with the small MJCF model
+``mjxmeta/envs/assets/pendulum.xml`` (one hinge, rod length 1 m) whose joint
+angle equals Gymnasium's theta (0 = upright, counter-clockwise positive in the
+``side`` camera).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import urllib.parse
+import warnings
+import weakref
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+PENDULUM_XML = "pendulum.xml"
+VIDEO_FORMATS = ("mp4", "gif")
+# Playback caps: GIF frame delays are whole centiseconds and browsers slow down
+# delays under 20 ms; MP4 players are happy up to 60 fps. Faster envs are
+# subsampled to stay real-time.
+MAX_FPS = {"gif": 50.0, "mp4": 60.0}
+
+# npm packages the Brax viewer page imports, at the versions pinned in Brax's
+# ``visualizer/index.html`` (brax 0.14): name -> version.
+VIEWER_PACKAGES = {
+    "three": "0.150.1",
+    "lil-gui": "0.18.0",
+    "pako": "2.1.0",
+    "es-module-shims": "1.6.3",
+}
+# CDN URL in that page -> "<package>/<path in its npm tarball>", also its path
+# under <page>_files/. A URL not listed here makes the offline page an error.
+_URL_MAP = {
+    "https://unpkg.com/es-module-shims@1.6.3/dist/es-module-shims.js": "es-module-shims/dist/es-module-shims.js",
+    "https://unpkg.com/three@0.150.1/build/three.module.js": "three/build/three.module.js",
+    "https://unpkg.com/three@0.150.1/examples/jsm/": "three/examples/jsm/",
+    "https://cdn.jsdelivr.net/npm/lil-gui@0.18.0/+esm": "lil-gui/dist/lil-gui.esm.js",
+    "https://unpkg.com/pako@2.1.0/dist/pako.min.js": "pako/dist/pako.min.js",
+}
+_FIXED_FILES = ("es-module-shims/dist/es-module-shims.js", "three/build/three.module.js",
+                "lil-gui/dist/lil-gui.esm.js", "pako/dist/pako.min.js")
+
+
+class RenderError(RuntimeError):
+    """Rendering cannot proceed (no headless OpenGL, npm missing, unknown viewer URL...)."""
+
+
+# ----------------------------------------------------------------- models
+def pendulum_xml_path() -> Path:
+    """Path of the packaged MJCF model used to draw the ``pendulum`` env."""
+    return Path(str(resources.files("mjxmeta.envs") / "assets" / PENDULUM_XML))
+
+
+def mj_model(env_name: str):
+    """The ``mujoco.MjModel`` drawn for ``env_name`` (pendulum: the packaged XML, fast)."""
+    if env_name == "pendulum":
+        import mujoco
+        return mujoco.MjModel.from_xml_path(str(pendulum_xml_path()))
+    return brax_system(env_name).mj_model
+
+
+def brax_system(env_name: str):
+    """The Brax ``System`` drawn for ``env_name`` (its ``mj_model`` is the MuJoCo model).
+
+    For ``pendulum`` it is loaded from :func:`pendulum_xml_path` with
+    ``brax.io.mjcf.load``; for the MJX envs it is the env's own ``sys``.
+    """
+    if env_name == "pendulum":
+        from brax.io import mjcf
+        return mjcf.load(str(pendulum_xml_path()))
+    from mjxmeta.envs import make_base
+    return make_base(env_name).unwrapped.sys
+
+
+def env_dt(env_name: str) -> float:
+    """Seconds of simulated time per env step (``Pendulum.dt`` or Brax's ``env.dt``)."""
+    from mjxmeta.envs import make_base
+    return float(make_base(env_name).unwrapped.dt)
+
+
+# ---------------------------------------------------------------- rollout
+@dataclass
+class Rollout:
+    """One env's trajectory, host NumPy arrays.
+
+    Attributes:
+      env: env name.
+      qpos: (steps + 1, nq) joint positions of the drawn MuJoCo model, frame 0
+        = the reset state. For ``pendulum``, nq = 1 and qpos = theta.
+      qvel: (steps + 1, nv) joint velocities.
+      reward: (steps,) reward of each step.
+      done: (steps,) 1.0 where the episode ended at that step (the next frame
+        is then a fresh start state: the env auto-resets).
+      dt: seconds per step.
+    """
+
+    env: str
+    qpos: np.ndarray
+    qvel: np.ndarray
+    reward: np.ndarray
+    done: np.ndarray
+    dt: float
+
+
+def _joint_state(env_name: str, pipeline_state) -> tuple[Any, Any]:
+    """(qpos, qvel) of a batched pipeline state (B, ...)."""
+    if env_name == "pendulum":  # pipeline_state (B, 2) = [theta, theta_dot]
+        return pipeline_state[..., :1], pipeline_state[..., 1:]
+    return pipeline_state.qpos, pipeline_state.qvel
+
+
+# trainer -> {(steps, use_teacher): jitted rollout}, so repeated renders reuse the compile.
+_ROLLOUTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def rollout_key(trainer, seed: int):
+    """Default start-state key of :func:`rollout_states` for training seed ``seed``."""
+    import jax
+    base = jax.random.fold_in(jax.random.PRNGKey(trainer.config.seed), 2**30 + 1)
+    return jax.random.fold_in(base, seed)
+
+
+def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher: bool = False,
+                   key=None) -> Rollout:
+    """Rolls out ONE training seed's policy on one env for ``steps`` steps (jitted scan).
+
+    Args:
+      trainer: :class:`mjxmeta.trainer.Trainer` of the run (its env, DDPG and teacher).
+      state: the batched ``TrainState`` (leading seed axis S, e.g. a restored
+        checkpoint) or a single seed's state (no leading axis).
+      seed: index in [0, S) of the training seed to render (ignored for an
+        unbatched state).
+      steps: env steps; the result has ``steps + 1`` frames.
+      use_teacher: act with the teacher pi_e (stochastic, clipped to [-1, 1],
+        with its per-env memory) instead of the deterministic student mu(s).
+      key: raw PRNG key for the start state and teacher noise; default
+        :func:`rollout_key`.
+
+    The env is the run's batched auto-resetting env with one copy; an episode
+    that ends (termination or time limit) restarts from a fresh random state
+    and the rollout continues.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from mjxmeta.rollout import env_step
+
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    # Only the policies are needed (not the replay buffer or the teacher envs).
+    policy = (state.student, state.normalizer, state.teacher.params)
+    if state.iteration.ndim == 1:  # batched over seeds
+        n = int(state.iteration.shape[0])
+        if not 0 <= seed < n:
+            raise ValueError(f"seed must be in [0, {n}), got {seed}")
+        policy = jax.tree.map(lambda x: x[seed], policy)
+    key = rollout_key(trainer, seed) if key is None else key
+    env, ddpg, teacher, name = trainer.env, trainer.ddpg, trainer.teacher, trainer.config.env
+
+    def run(policy, key):
+        st, norm, params = policy
+        k_reset, k_act = jax.random.split(key)
+        env_state = env.reset(k_reset[None])
+        memory = jnp.zeros((1, teacher.memory_size), jnp.float32)
+
+        def body(carry, k):
+            env_state, memory = carry
+            if use_teacher:
+                obs_n = ddpg.normalize(norm, env_state.obs)
+                mu = ddpg.actor_net.apply(st.actor, obs_n)
+                u = teacher.inputs(obs_n, mu, lambda: ddpg.critic_net.apply(st.critic, obs_n, mu), memory)
+                raw, memory = teacher.sample(params, memory, k, u)
+                action = jnp.clip(raw, -1.0, 1.0)
+            else:
+                action = ddpg.act(st.actor, norm, env_state.obs)
+            nstate, tr, done = env_step(env, env_state, action)
+            if use_teacher:
+                memory = teacher.observe(memory, done, lambda: ddpg.td_error(st, norm, tr))
+            q, qd = _joint_state(name, nstate.pipeline_state)
+            return (nstate, memory), (q[0], qd[0], nstate.reward[0], done[0])
+
+        q0, qd0 = _joint_state(name, env_state.pipeline_state)
+        _, (q, qd, r, d) = jax.lax.scan(body, (env_state, memory), jax.random.split(k_act, steps))
+        return jnp.concatenate([q0, q]), jnp.concatenate([qd0, qd]), r, d
+
+    cache = _ROLLOUTS.setdefault(trainer, {})
+    fn = cache.setdefault((steps, bool(use_teacher)), jax.jit(run))
+    q, qd, r, d = jax.device_get(fn(policy, key))
+    return Rollout(env=name, qpos=np.asarray(q), qvel=np.asarray(qd), reward=np.asarray(r),
+                   done=np.asarray(d), dt=float(env.unwrapped.dt))
+
+
+# ------------------------------------------------------------ offscreen GL
+def ensure_headless_gl() -> str:
+    """Makes ``mujoco.Renderer`` use a headless OpenGL backend; returns its name.
+
+    ``MUJOCO_GL`` unset -> ``egl``. ``egl``/``osmesa`` are enforced even if
+    ``mujoco`` was imported before and chose GLFW (its context class is
+    swapped). Any other explicit value (e.g. ``glfw`` on a desktop) is left alone.
+    """
+    backend = os.environ.get("MUJOCO_GL", "").strip().lower()
+    if not backend:
+        backend = os.environ["MUJOCO_GL"] = "egl"
+    if backend not in ("egl", "osmesa"):
+        return backend
+    os.environ.setdefault("PYOPENGL_PLATFORM", backend)
+    try:
+        from mujoco.rendering.classic import gl_context
+    except ImportError:  # older layout
+        from mujoco import gl_context  # type: ignore[no-redef]
+    current = getattr(gl_context, "GLContext", None)
+    if current is None or getattr(current, "__module__", "") != f"mujoco.{backend}":
+        try:
+            gl_context.GLContext = importlib.import_module(f"mujoco.{backend}").GLContext
+        except Exception as e:  # ImportError, OSError from ctypes, PyOpenGL platform clash
+            raise RenderError(f"cannot use headless OpenGL backend MUJOCO_GL={backend}: {str(e).rstrip('.')}. On Debian: "
+                              "apt-get install libegl1 libgl1 (egl) or libosmesa6 (osmesa)") from e
+    return backend
+
+
+def gl_status() -> tuple[bool, str]:
+    """(True, backend) if a tiny offscreen render works, else (False, reason)."""
+    try:
+        backend = ensure_headless_gl()
+        import mujoco
+        m = mujoco.MjModel.from_xml_string("<mujoco><worldbody><geom size='1'/></worldbody></mujoco>")
+        r = mujoco.Renderer(m, 16, 16)
+        try:
+            r.update_scene(mujoco.MjData(m))
+            r.render()
+        finally:
+            r.close()
+        return True, backend
+    except Exception as e:  # noqa: BLE001 - report any failure as the reason
+        return False, f"offscreen OpenGL rendering unavailable (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}"
+
+
+# ----------------------------------------------------------------- frames
+def _has_skybox(model) -> bool:
+    import mujoco
+    return bool(np.any(np.asarray(model.tex_type) == mujoco.mjtTexture.mjTEXTURE_SKYBOX))
+
+
+def _background(height: int, width: int) -> np.ndarray:
+    """Vertical blue-grey gradient (H, W, 3) uint8 for models without a skybox."""
+    t = np.linspace(0.0, 1.0, height)[:, None]
+    top, bottom = np.array([115, 150, 200]), np.array([25, 30, 40])
+    col = (top * (1 - t) + bottom * t).astype(np.uint8)
+    return np.broadcast_to(col[:, None, :], (height, width, 3))
+
+
+# Side-on by default; reacher moves in the horizontal plane, so look down on it.
+CAMERA_ELEVATION = {"reacher": -60.0}
+
+
+def default_camera(model, data, elevation: float = -12.0):
+    """Camera for ``model``: its ``side`` camera if it has one; else, when the root
+    body (body 1) can translate (free or slide joint: cart, hopper, cheetah), a
+    side-on tracking camera on it, at a distance that frames the moving bodies'
+    geoms; else (a fixed base, e.g. reacher) a fixed camera on the whole model.
+    """
+    import mujoco
+    if model.ncam and "side" in [model.camera(i).name for i in range(model.ncam)]:
+        return "side"
+    cam = mujoco.MjvCamera()
+    cam.elevation = elevation
+    cam.azimuth = 90.0
+    root_joints = np.asarray(model.jnt_type)[np.asarray(model.jnt_bodyid) == 1] if model.nbody > 1 else []
+    moving = {int(mujoco.mjtJoint.mjJNT_FREE), int(mujoco.mjtJoint.mjJNT_SLIDE)}
+    if any(int(j) in moving for j in root_joints):
+        cam.type = mujoco.mjtCamera.mjCAMERA_TRACKING
+        cam.trackbodyid = 1
+        centre = data.subtree_com[1]
+        mine = np.asarray(model.geom_bodyid) > 0
+        reach = np.linalg.norm(data.geom_xpos[mine] - centre, axis=1) + model.geom_rbound[mine]
+        cam.distance = max(3.0 * float(np.max(reach)), 1.0)
+    else:
+        cam.type = mujoco.mjtCamera.mjCAMERA_FREE
+        centre = np.asarray(model.stat.center)
+        finite = np.asarray(model.geom_type) != mujoco.mjtGeom.mjGEOM_PLANE
+        reach = np.linalg.norm(data.geom_xpos[finite] - centre, axis=1) + model.geom_rbound[finite]
+        cam.distance = max(2.0 * float(np.max(reach)) if finite.any() else 1.5 * model.stat.extent, 1.0)
+    cam.lookat[:] = centre
+    return cam
+
+
+def render_frames(env_name: str, qpos_sequence: np.ndarray, width: int = 320, height: int = 240,
+                  model=None, camera=None, shadows: bool = False) -> np.ndarray:
+    """Draws every row of ``qpos_sequence`` with MuJoCo's offscreen renderer.
+
+    For each frame a ``mujoco.MjData`` gets ``qpos`` and ``mj_forward`` places
+    the bodies. Models without a skybox (e.g. Brax's inverted_pendulum) get a
+    gradient background instead of black (from a segmentation pass).
+
+    Args:
+      model: the ``MjModel`` (default :func:`mj_model` of ``env_name``).
+      camera: camera name, id or ``MjvCamera``; default :func:`default_camera`.
+      shadows: draw shadows and reflections. Off by default: with software
+        OpenGL (llvmpipe/OSMesa on a CPU) they cost ~8x per frame
+        (pendulum 320x240: ~0.24 s vs ~0.03 s).
+
+    Returns:
+      (T, height, width, 3) uint8 RGB frames.
+    """
+    import mujoco
+    ensure_headless_gl()
+    model = mj_model(env_name) if model is None else model
+    model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
+    model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
+    qpos_sequence = np.asarray(qpos_sequence, np.float64).reshape(len(qpos_sequence), -1)
+    if qpos_sequence.shape[1] != model.nq:
+        raise ValueError(f"qpos has {qpos_sequence.shape[1]} columns but the {env_name} model has nq={model.nq}")
+    data = mujoco.MjData(model)
+    data.qpos[:] = qpos_sequence[0]
+    mujoco.mj_forward(model, data)
+    if camera is None:
+        camera = default_camera(model, data, CAMERA_ELEVATION.get(env_name, -12.0))
+    fill = None if _has_skybox(model) else _background(height, width)
+    frames = np.empty((len(qpos_sequence), height, width, 3), np.uint8)
+    try:
+        renderer = mujoco.Renderer(model, height, width)
+    except Exception as e:
+        raise RenderError(f"mujoco.Renderer failed (MUJOCO_GL={os.environ.get('MUJOCO_GL')}): {e}") from e
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = shadows
+    renderer.scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = shadows
+    try:
+        for i, q in enumerate(qpos_sequence):
+            data.qpos[:] = q
+            mujoco.mj_forward(model, data)
+            renderer.update_scene(data, camera)
+            frames[i] = renderer.render()
+            if fill is not None:
+                renderer.enable_segmentation_rendering()
+                seg = renderer.render()
+                renderer.disable_segmentation_rendering()
+                empty = seg[..., 0] < 0
+                frames[i][empty] = fill[empty]
+    finally:
+        renderer.close()
+    return frames
+
+
+def write_video(frames: np.ndarray, path: str | Path, fps: float) -> Path:
+    """Writes (T, H, W, 3) uint8 frames to ``path`` (.mp4 via imageio-ffmpeg, .gif via Pillow)."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"video path must end in .mp4 or .gif, got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "gif":
+        from PIL import Image
+        images = [Image.fromarray(f) for f in frames]
+        images[0].save(path, save_all=True, append_images=images[1:], loop=0,
+                       duration=max(20, int(round(1000.0 / fps))), optimize=False)
+        return path
+    h, w = frames.shape[1:3]
+    if h % 2 or w % 2:
+        raise ValueError(f"mp4 (H.264, yuv420p) needs an even width and height, got {w}x{h}")
+    import imageio.v2 as imageio
+    with _quiet_fork(), imageio.get_writer(path, format="FFMPEG", mode="I", fps=fps, codec="libx264", quality=7,
+                                           pixelformat="yuv420p", macro_block_size=2) as writer:
+        for f in frames:
+            writer.append_data(f)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_fork():
+    """Silences JAX's "os.fork() was called" warning: subprocess forks and execs at once."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called", category=RuntimeWarning)
+        yield
+
+
+def playback(dt: float, fmt: str, fps: float | None = None) -> tuple[int, float]:
+    """(frame stride, fps) for real-time playback of steps of ``dt`` seconds.
+
+    ``fps`` given: stride 1 at that rate. Otherwise 1/dt, subsampled by the
+    smallest stride that keeps it under :data:`MAX_FPS` of the format.
+    """
+    if fps is not None:
+        return 1, float(fps)
+    natural = 1.0 / dt
+    stride = max(1, math.ceil(natural / MAX_FPS[fmt] - 1e-9))
+    return stride, natural / stride
+
+
+def render_video(env_name: str, qpos_sequence: np.ndarray, path: str | Path, width: int = 320,
+                 height: int = 240, fps: float | None = None, dt: float | None = None, model=None,
+                 shadows: bool = False) -> np.ndarray:
+    """Renders ``qpos_sequence`` of ``env_name`` to ``path`` (.mp4 or .gif).
+
+    Args:
+      fps: playback rate; default real time (1/dt, subsampled past
+        :data:`MAX_FPS`).
+      dt: seconds per row of ``qpos_sequence``; default the env's step.
+      model, shadows: as in :func:`render_frames`.
+
+    Returns:
+      the frames written, (T', height, width, 3) uint8.
+    """
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in VIDEO_FORMATS:
+        raise ValueError(f"video path must end in .mp4 or .gif, got {Path(path).name!r}")
+    stride, rate = playback(env_dt(env_name) if dt is None else dt, fmt, fps)
+    frames = render_frames(env_name, np.asarray(qpos_sequence)[::stride], width, height, model=model,
+                           shadows=shadows)
+    write_video(frames, path, rate)
+    return frames
+
+
+# ------------------------------------------------------------- HTML viewer
+@dataclass
+class ViewerState:
+    """The part of a Brax pipeline state that ``brax.io.json`` reads: ``x``."""
+
+    x: Any
+
+
+def html_states(model, qpos_sequence: np.ndarray) -> list[ViewerState]:
+    """Brax-viewer states from joint positions: link transforms via ``mj_forward``.
+
+    ``x.pos`` = ``xpos[1:]``, ``x.rot`` = ``xquat[1:]`` (w, x, y, z), as in
+    Brax's MJX pipeline.
+    """
+    import mujoco
+    from brax.base import Transform
+    data = mujoco.MjData(model)
+    out = []
+    for q in np.asarray(qpos_sequence, np.float64).reshape(len(qpos_sequence), -1):
+        data.qpos[:] = q
+        mujoco.mj_forward(model, data)
+        out.append(ViewerState(Transform(pos=data.xpos[1:].copy(), rot=data.xquat[1:].copy())))
+    return out
+
+
+def viewer_cache_dir() -> Path:
+    """``$MJXMETA_VIEWER_CACHE``, else ``$XDG_CACHE_HOME/mjxmeta/viewer`` (``~/.cache/...``)."""
+    if os.environ.get("MJXMETA_VIEWER_CACHE"):
+        return Path(os.environ["MJXMETA_VIEWER_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mjxmeta" / "viewer"
+
+
+def _package_dir(cache: Path, name: str) -> Path:
+    return cache / f"{name}-{VIEWER_PACKAGES[name]}" / "package"
+
+
+def viewer_packages(cache: str | Path | None = None, npm: str | None = None) -> Path:
+    """Makes sure the viewer's npm packages are unpacked in ``cache``; returns ``cache``.
+
+    Missing packages are fetched once with ``npm pack <name>@<version>`` (which
+    checks the registry's integrity hash) and unpacked to
+    ``cache/<name>-<version>/package``. With everything cached no network or npm
+    is needed.
+
+    Raises:
+      RenderError: a package is missing and npm is not installed or fails.
+    """
+    cache = Path(cache) if cache is not None else viewer_cache_dir()
+    missing = [n for n in VIEWER_PACKAGES if not _package_dir(cache, n).is_dir()]
+    if not missing:
+        return cache
+    specs = [f"{n}@{VIEWER_PACKAGES[n]}" for n in missing]
+    npm = npm or shutil.which("npm")
+    if not npm:
+        raise RenderError(f"--offline needs the viewer's JavaScript packages {', '.join(specs)}, which are not "
+                          f"cached in {cache}, and npm is not installed to fetch them (Debian: apt-get install "
+                          f"npm). Alternatively unpack their npm tarballs there as <name>-<version>/package.")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache) as tmp:
+        with _quiet_fork():
+            proc = subprocess.run([npm, "pack", *specs, "--json", "--pack-destination", tmp],
+                                  cwd=tmp, capture_output=True, text=True, timeout=600)
+        if proc.returncode != 0:
+            raise RenderError(f"`npm pack {' '.join(specs)}` failed (exit {proc.returncode}): "
+                              f"{proc.stderr.strip()[-800:]}")
+        packed = {f"{e['name']}": e["filename"] for e in json.loads(proc.stdout)}
+        for name in missing:
+            target = cache / f"{name}-{VIEWER_PACKAGES[name]}"
+            stage = Path(tmp) / f"{name}.unpacked"
+            with tarfile.open(Path(tmp) / packed[name]) as tf:
+                tf.extractall(stage, filter="data")
+            try:
+                os.replace(stage, target)
+            except OSError:
+                if not _package_dir(cache, name).is_dir():  # not just a concurrent process winning the race
+                    raise
+    return cache
+
+
+def _brax_viewer_dir() -> Path:
+    return Path(str(resources.files("brax") / "visualizer"))
+
+
+def _three_addons(js_files: Sequence[Path], jsm_root: Path) -> list[str]:
+    """Files under three's ``examples/jsm`` that ``js_files`` import, with their relative imports."""
+    pattern = re.compile(r"""(?:import|export)[^'"]*?from\s*['"]([^'"]+)['"]""")
+    todo = [m for f in js_files for m in pattern.findall(f.read_text())]
+    todo = [m[len("three/addons/"):] for m in todo if m.startswith("three/addons/")]
+    seen: list[str] = []
+    while todo:
+        rel = todo.pop()
+        if rel in seen:
+            continue
+        src = jsm_root / rel
+        if not src.is_file():
+            raise RenderError(f"three/addons/{rel} imported by Brax's viewer is not in three@"
+                              f"{VIEWER_PACKAGES['three']}")
+        seen.append(rel)
+        for m in pattern.findall(src.read_text()):
+            if m.startswith("."):
+                todo.append(os.path.normpath(os.path.join(os.path.dirname(rel), m)))
+    return sorted(seen)
+
+
+_MARKER = ".mjxmeta-viewer"
+
+
+def viewer_folder(page: str | Path) -> Path:
+    """``<stem>_files/`` beside the page ``<stem>.html``: where ``offline`` puts the JavaScript."""
+    page = Path(page)
+    return page.with_name(page.stem + "_files")
+
+
+def check_viewer_folder(folder: str | Path) -> None:
+    """Raises RenderError if ``folder`` exists and was not written by :func:`write_viewer_files`."""
+    folder = Path(folder)
+    if folder.exists() and not (folder / _MARKER).is_file():
+        raise RenderError(f"{folder} exists and was not written by mjxmeta render; refusing to replace it "
+                          "(choose another --out or remove it)")
+
+
+def write_viewer_files(folder: str | Path, cache: str | Path | None = None) -> Path:
+    """Copies everything the viewer page loads into ``folder``; returns it.
+
+    Layout: ``viewer/`` (Brax's ``visualizer/js``), ``three/build/three.module.js``,
+    the ``three/examples/jsm`` modules Brax imports, ``lil-gui/dist/lil-gui.esm.js``,
+    ``pako/dist/pako.min.js``, ``es-module-shims/dist/es-module-shims.js``,
+    ``favicon.ico``, and each package's licence as ``<name>/LICENSE``. An
+    existing ``folder`` is replaced only if an earlier call wrote it.
+
+    Raises:
+      RenderError: ``folder`` exists but was not written here; or see
+        :func:`viewer_packages`.
+    """
+    cache = viewer_packages(cache)
+    folder = Path(folder)
+    check_viewer_folder(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / "viewer").mkdir(parents=True)
+    (folder / _MARKER).write_text("JavaScript of an mjxmeta render --offline page; safe to delete with the page\n")
+    brax_js = sorted((_brax_viewer_dir() / "js").glob("*.js"))
+    for f in brax_js:
+        shutil.copy2(f, folder / "viewer" / f.name)
+    favicon = _brax_viewer_dir() / "favicon.ico"
+    if favicon.exists():
+        shutil.copy2(favicon, folder / "favicon.ico")
+    files = list(_FIXED_FILES)
+    jsm = _package_dir(cache, "three") / "examples" / "jsm"
+    files += [f"three/examples/jsm/{rel}" for rel in _three_addons(brax_js, jsm)]
+    for rel in files:
+        name, sub = rel.split("/", 1)
+        dst = folder / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(_package_dir(cache, name) / sub, dst)
+    for name in VIEWER_PACKAGES:
+        for lic in ("LICENSE", "LICENSE.md", "LICENSE.txt"):
+            src = _package_dir(cache, name) / lic
+            if src.is_file():
+                shutil.copy2(src, folder / name / "LICENSE")
+                break
+    return folder
+
+
+def offline_html(html: str, folder_url: str) -> str:
+    """Rewrites the CDN URLs of Brax's viewer page to ``folder_url/...``.
+
+    Raises:
+      RenderError: if any http(s) URL is left (Brax's template changed).
+    """
+    for url, rel in _URL_MAP.items():
+        html = html.replace(url, f"{folder_url}/{rel}")
+    html = html.replace('href="/favicon.ico"', f'href="{folder_url}/favicon.ico"')
+    left = sorted(set(re.findall(r"https?://[^\s\"'<>]+", html)))
+    if left:
+        raise RenderError("Brax's viewer page references URLs mjxmeta does not know how to vendor: "
+                          + ", ".join(left))
+    return html
+
+
+def render_html(sys, states: Sequence[Any], path: str | Path, offline: bool = False,
+                dt: float | None = None, cache: str | Path | None = None) -> Path:
+    """Writes Brax's trajectory viewer for ``states`` to ``path`` (.html).
+
+    Args:
+      sys: Brax ``System`` (e.g. :func:`brax_system`).
+      states: states with a link transform ``x`` (Brax pipeline states or
+        :func:`html_states`), one per frame.
+      offline: write the JavaScript to ``<stem>_files/`` beside the page and
+        point the page's import map there (no CDN). Serve the folder over HTTP
+        to view it.
+      dt: seconds between states (the viewer's playback clock); default
+        ``sys.opt.timestep``.
+      cache: npm package cache for ``offline`` (default :func:`viewer_cache_dir`).
+
+    Returns:
+      the page's path.
+    """
+    from brax.io import html as brax_html
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if dt is not None:
+        sys = sys.tree_replace({"opt.timestep": float(dt)})
+    states = list(states)
+    if not offline:
+        path.write_text(brax_html.render(sys, states, height=None, colab=False))
+        return path
+    folder = viewer_folder(path)
+    write_viewer_files(folder, cache)
+    # Import-map values must be URLs: a relative one needs "./" (else it is a bare specifier).
+    folder_url = "./" + urllib.parse.quote(folder.name)
+    page = brax_html.render(sys, states, height=None, colab=False, base_url=f"{folder_url}/viewer/viewer.js")
+    path.write_text(offline_html(page, folder_url))
+    return path
+
+
+# ------------------------------------------------------------ whole command
+def split_out(out: str | Path) -> tuple[Path, str | None]:
+    """``--out FILE`` -> (stem, format implied by its suffix or None).
+
+    ``run.mp4`` -> (``run``, ``mp4``); ``run.gif`` -> (``run``, ``gif``);
+    ``run.html`` or ``run`` -> (``run``, None).
+    """
+    out = Path(out)
+    suffix = out.suffix.lower().lstrip(".")
+    if suffix in VIDEO_FORMATS:
+        return out.with_suffix(""), suffix
+    if suffix == "html":
+        return out.with_suffix(""), None
+    return out, None
+
+
+def load_checkpoint(run_dir: str | Path, step: int | None = None):
+    """(trainer, batched state, record) of a run's checkpoint (latest by default).
+
+    Same restore as :func:`mjxmeta.run.evaluate_checkpoint`; no compile.
+
+    Raises:
+      FileNotFoundError: no (complete) checkpoint at ``step``.
+    """
+    from mjxmeta.checkpoint import Checkpointer
+    from mjxmeta.run import load_config
+    from mjxmeta.trainer import Trainer
+
+    run_dir = Path(run_dir)
+    config = load_config(run_dir)
+    trainer = Trainer(config)
+    ckpt = Checkpointer(run_dir, config.keep)
+    try:
+        state, record = ckpt.restore(trainer.abstract_state(), step)
+    finally:
+        ckpt.close()
+    return trainer, state, record
+
+
+def write_outputs(trainer, rollout: Rollout, stem: str | Path, fmt: str = "mp4", width: int = 320,
+                  height: int = 240, html: bool = False, offline: bool = False) -> dict[str, Path]:
+    """Writes ``stem.<fmt>`` and, with ``html``/``offline``, ``stem.html`` (+ ``stem_files/``).
+
+    Returns:
+      {"video": path, "html": path (if written)}.
+    """
+    stem = Path(stem)
+    name = trainer.config.env
+    sys = None if name == "pendulum" else trainer.env.unwrapped.sys
+    model = mj_model(name) if sys is None else sys.mj_model
+    out = {"video": stem.with_name(stem.name + "." + fmt)}
+    render_video(name, rollout.qpos, out["video"], width, height, dt=rollout.dt, model=model)
+    if html or offline:
+        sys = brax_system(name) if sys is None else sys  # pendulum: brax.io.mjcf.load of the XML (~5 s)
+        out["html"] = render_html(sys, html_states(sys.mj_model, rollout.qpos), stem.with_name(stem.name + ".html"),
+                                  offline=offline, dt=rollout.dt)
+    return out
