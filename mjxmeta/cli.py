@@ -44,12 +44,27 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from e
 
 
+GIVEN = "_given"  # Namespace attribute: set of dests given on the command line
+
+
+def _record(action_cls):
+    """Wraps an argparse action so the namespace remembers which dests were given explicitly."""
+    class Recorded(action_cls):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.__dict__.setdefault(GIVEN, set()).add(self.dest)
+    return Recorded
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mjxmeta", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a student with a teacher (Algorithm 1)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.register("action", None, _record(argparse._StoreAction))
+    t.register("action", "store", _record(argparse._StoreAction))
+    t.register("action", "store_true", _record(argparse._StoreTrueAction))
     t.add_argument("--env", default="inverted_pendulum", choices=ENV_NAMES)
     t.add_argument("--teacher", default="meta", choices=TEACHER_NAMES)
     t.add_argument("--student", default="ddpg", choices=STUDENT_NAMES)
@@ -77,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--critic-l2", type=float, default=None)
     t.add_argument("--tau", type=float, default=None)
     t.add_argument("--gamma", type=float, default=0.99)
-    t.add_argument("--layer-norm", action=argparse.BooleanOptionalAction, default=None)
-    t.add_argument("--normalize-observations", action=argparse.BooleanOptionalAction, default=True)
+    t.add_argument("--layer-norm", action=_record(argparse.BooleanOptionalAction), default=None)
+    t.add_argument("--normalize-observations", action=_record(argparse.BooleanOptionalAction), default=True)
     t.add_argument("--teacher-lr", type=float, default=1e-3, help="eta, meta-gradient Adam lr")
     t.add_argument("--teacher-std", type=float, default=0.2, help="initial/fixed action-noise std")
     t.add_argument("--teacher-hidden", type=_widths, default=(64, 64))
@@ -148,21 +163,21 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
     """Builds and validates the Config from parsed ``train`` arguments.
 
     Without ``base``: the ``--preset`` student with every given flag applied.
-    With ``base`` (``--resume``): ``base`` with only the flags that differ from
-    their parser defaults applied.
+    With ``base`` (``--resume``): ``base`` with only the flags given explicitly
+    on the command line applied (a flag given with its default value counts).
 
     Raises:
       ConfigError: naming the invalid field.
     """
-    defaults = build_parser().parse_args(["train"])
     if base is None:
         config = Config(student=student_preset(a.preset))
         given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and v is not None}
     else:
         config = base
-        if a.preset != defaults.preset:
+        explicit = getattr(a, GIVEN, set())
+        if "preset" in explicit:
             config = dataclasses.replace(config, student=student_preset(a.preset, name=config.student.name))
-        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and v != getattr(defaults, d)}
+        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and d in explicit}
     for dest, value in given.items():
         config = _with_field(config, FLAG_FIELDS[dest], value)
     return validate(config)

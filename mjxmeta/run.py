@@ -104,15 +104,7 @@ def _rewrite(path: Path, lines: Sequence[str]) -> None:
 
 
 # ------------------------------------------------------------------ checks
-def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
-    """Per-seed finiteness of parameters, losses and returns (one jitted reduction).
-
-    Returns:
-      {quantity: (S,) bool all-finite} for student/teacher params and
-      optimizer states, normalizer, every scalar metric and ``eval_return``;
-      plus {quantity + '@iter': (S,) index of the first non-finite iteration
-      in the chunk} for the metrics.
-    """
+def _finite_flags(state, metrics, returns):
     import jax
     import jax.numpy as jnp
 
@@ -121,17 +113,34 @@ def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
         flags = [jnp.all(jnp.isfinite(x.reshape(x.shape[0], -1)), axis=1) for x in leaves]
         return jnp.all(jnp.stack(flags), axis=0)
 
-    def report(state, metrics, returns):
-        out = {"student parameters": all_finite(state.student), "teacher parameters": all_finite(state.teacher),
-               "observation normalizer": all_finite(state.normalizer),
-               "eval_return": jnp.all(jnp.isfinite(returns), axis=1)}
-        for k, v in metrics.items():
-            bad = ~jnp.isfinite(v)
-            out[k] = ~jnp.any(bad, axis=1)
-            out[k + "@iter"] = jnp.argmax(bad, axis=1)
-        return out
+    out = {"student parameters": all_finite(state.student), "teacher parameters": all_finite(state.teacher),
+           "observation normalizer": all_finite(state.normalizer),
+           "eval_return": jnp.all(jnp.isfinite(returns), axis=1)}
+    for k, v in metrics.items():
+        bad = ~jnp.isfinite(v)
+        out[k] = ~jnp.any(bad, axis=1)
+        out[k + "@iter"] = jnp.argmax(bad, axis=1)
+    return out
 
-    return jax.device_get(jax.jit(report)(state, metrics, returns))
+
+_finite_flags_jit = None
+
+
+def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
+    """Per-seed finiteness of parameters, losses and returns (one jitted reduction, compiled once).
+
+    Returns:
+      {quantity: (S,) bool all-finite} for student/teacher params and
+      optimizer states, normalizer, every scalar metric and ``eval_return``;
+      plus {quantity + '@iter': (S,) index of the first non-finite iteration
+      in the chunk} for the metrics.
+    """
+    import jax
+
+    global _finite_flags_jit
+    if _finite_flags_jit is None:
+        _finite_flags_jit = jax.jit(_finite_flags)
+    return jax.device_get(_finite_flags_jit(state, metrics, returns))
 
 
 def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk_end: int) -> str | None:
