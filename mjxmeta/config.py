@@ -269,7 +269,7 @@ def _check_type(name: str, value: Any, typ: type) -> None:
 def _int(name: str, value: Any, lo: int, hi: int | None = None) -> None:
     _check_type(name, value, int)
     if value < lo or (hi is not None and value > hi):
-        raise ConfigError(name, value, f"an integer in [{lo}, {hi if hi is not None else 'inf'})")
+        raise ConfigError(name, value, f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}")
 
 
 def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False, hi_open: bool = False) -> None:
@@ -353,7 +353,7 @@ def validate(config: Config) -> Config:
     _float("teacher.lr", t.lr, 0.0, 1e3)
     _widths("teacher.hidden", t.hidden)
     _float("teacher.ou_theta", t.ou_theta, 0.0, 1e3)
-    _float("teacher.ou_sigma", t.ou_sigma, 0.0, 10.0)
+    _float("teacher.ou_sigma", t.ou_sigma, 0.0, 10.0, lo_open=True)
     _float("teacher.ou_dt", t.ou_dt, 0.0, 10.0, lo_open=True)
     _choice("teacher.baseline", t.baseline, BASELINE_NAMES)
     _float("teacher.ema_decay", t.ema_decay, 0.0, 1.0, hi_open=True)
@@ -380,6 +380,12 @@ def validate(config: Config) -> Config:
     if c.inserted_per_iteration > s.buffer_size:
         raise ConfigError("student.buffer_size", s.buffer_size,
                           f"an integer >= the transitions inserted per iteration ({c.inserted_per_iteration})")
+    executed = -(-c.num_iterations // c.log_every) * c.log_every * c.steps_per_iteration
+    if executed > 2**31 - 1:
+        raise ConfigError("total_steps", c.total_steps,
+                          f"a budget whose whole chunks (log_every={c.log_every} iterations of "
+                          f"{c.steps_per_iteration} env steps) stay below 2**31 env steps (int32 counter); "
+                          f"this one runs {executed}")
     if c.inserted_per_iteration < s.batch_size:
         raise ConfigError("student.batch_size", s.batch_size,
                           f"an integer <= the transitions inserted per iteration ({c.inserted_per_iteration}); "

@@ -1,0 +1,155 @@
+"""``mjxmeta train`` through ``mjxmeta.cli.main`` (in process, no subprocess).
+
+* one tiny pendulum run end to end: config.json, metrics.jsonl, the table;
+* bad input: exit code 2 and a message naming the field, before anything
+  compiles (``jax.jit`` and the training loop are replaced by functions that
+  fail the test if called);
+* an unwritable run directory: a clean exit-2 error naming ``run_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import jax
+import pytest
+
+import mjxmeta.cli
+import mjxmeta.trainer
+from mjxmeta.cli import build_parser, config_from_args, main
+from mjxmeta.config import Config, from_dict, to_dict
+
+# A tiny meta run: K=2, T=50, H=50, E=1 -> 2*50 + 50*3 = 250 env steps per
+# iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points.
+TINY = ["train", "--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--hidden", "16,16",
+        "--teacher-hidden", "16,16", "--batch-size", "32", "--buffer-size", "20000", "--rollout-steps", "50",
+        "--return-horizon", "50", "--total-steps", "2000", "--log-every", "2", "--eval-envs", "2", "--no-progress"]
+STEPS_PER_ITERATION = 2 * 50 + 1 * 50 * 3
+ITERATIONS = 8
+ROW_KEYS = {"env_steps", "seed", "eval_return", "meta_reward", "teacher_log_std", "critic_loss", "actor_loss",
+            "wall_s"}
+
+
+def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
+    run_dir = tmp_path / "runs" / "tiny"  # parents do not exist yet
+    argv = TINY + ["--run-dir", str(run_dir)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+
+    # config.json round-trips through from_dict to exactly the config the flags describe.
+    saved = json.loads((run_dir / "config.json").read_text())
+    config = from_dict(saved)
+    assert isinstance(config, Config)
+    assert config == config_from_args(build_parser().parse_args(argv))
+    assert json.loads(json.dumps(to_dict(config))) == saved
+    assert (config.env, config.teacher.name, config.seeds) == ("pendulum", "meta", 2)
+    assert config.student.hidden == (16, 16) and config.teacher.hidden == (16, 16)
+    assert config.steps_per_iteration == STEPS_PER_ITERATION and config.num_iterations == ITERATIONS
+
+    # metrics.jsonl: exactly one row per (log point, seed).
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    log_points = list(range(config.log_every, ITERATIONS + 1, config.log_every))
+    assert len(rows) == len(log_points) * config.seeds
+    assert sorted((r["iteration"], r["seed"]) for r in rows) == [(i, s) for i in log_points for s in range(2)]
+    for r in rows:
+        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        assert r["env_steps"] == r["iteration"] * STEPS_PER_ITERATION
+        for k in ROW_KEYS - {"seed", "env_steps"}:
+            assert isinstance(r[k], float) and math.isfinite(r[k]), (k, r[k])
+        assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
+    for s in range(config.seeds):
+        walls = [r["wall_s"] for r in rows if r["seed"] == s]
+        assert walls == sorted(walls) and walls[0] >= 0.0
+
+    # The printed table: one line per seed with its final eval return, then mean ± sd.
+    assert "mean ± sd" in out
+    final = {r["seed"]: r["eval_return"] for r in rows if r["iteration"] == ITERATIONS}
+    for s, x in final.items():
+        assert f"| {s} | {x:.2f} |" in out
+    mean = sum(final.values()) / len(final)
+    assert f"| mean ± sd | {mean:.2f} ± " in out
+
+
+# ------------------------------------------------------------------ bad input
+def _forbid_compiles(monkeypatch):
+    """Any jit, Trainer construction or training loop fails the test."""
+    def boom(*args, **kwargs):
+        raise AssertionError("compiled / started training before rejecting the input")
+    monkeypatch.setattr(jax, "jit", boom)
+    monkeypatch.setattr(mjxmeta.trainer, "Trainer", boom)
+    monkeypatch.setattr(mjxmeta.cli, "train", boom)
+
+
+def _exit_code_and_stderr(argv, capsys):
+    t0 = time.perf_counter()
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    elapsed = time.perf_counter() - t0
+    return info.value.code, capsys.readouterr().err, elapsed
+
+
+def test_tiny_flags_are_valid():
+    """The base of the bad-input cases is itself valid (so each case fails on its own flag)."""
+    config = config_from_args(build_parser().parse_args(TINY))
+    assert config.num_iterations == ITERATIONS
+
+
+# (extra flags, text the message must contain)
+BAD_INPUT = [
+    (["--candidates", "0"], "'meta.candidates'"),
+    (["--batch-size", "0"], "'student.batch_size'"),
+    (["--actor-lr", "nan"], "'student.actor_lr'"),
+    (["--critic-lr", "inf"], "'student.critic_lr'"),
+    (["--env", "nope"], "argument --env: invalid choice: 'nope'"),
+    (["--teacher", "boltzmann"], "argument --teacher: invalid choice"),
+    (["--seeds", "-1"], "'seeds'"),
+    (["--seeds", "1.5"], "argument --seeds: invalid int value"),
+    (["--hidden", "16,x"], "argument --hidden"),
+    (["--hidden", "0,16"], "'student.hidden'"),
+    (["--teacher-std", "0"], "'teacher.init_std'"),
+    (["--gamma", "1.0"], "'student.gamma'"),
+    (["--log-every", "0"], "'log_every'"),
+    (["--eval-envs", "0"], "'eval_envs'"),
+    (["--total-steps", "0"], "'total_steps'"),
+    (["--baseline", "leave_one_out", "--candidates", "1"], "'teacher.baseline'"),
+    # buffer smaller than one iteration's inserts (2*50 D0 + 2*50 D1 = 200)
+    (["--buffer-size", "100"], "'student.buffer_size'"),
+]
+
+
+@pytest.mark.parametrize("extra,expected", BAD_INPUT, ids=[" ".join(e) for e, _ in BAD_INPUT])
+def test_bad_input_exits_2_naming_the_field_before_compiling(extra, expected, tmp_path, monkeypatch, capsys):
+    run_dir = tmp_path / "run"
+    _forbid_compiles(monkeypatch)
+    code, err, elapsed = _exit_code_and_stderr(TINY + ["--run-dir", str(run_dir)] + extra, capsys)
+    assert code == 2
+    assert expected in err, err
+    assert "Traceback" not in err
+    assert elapsed < 2.0, f"rejecting {extra} took {elapsed:.2f} s"
+    assert not run_dir.exists()  # nothing written for a rejected config
+
+
+def test_range_message_states_the_accepted_bounds(monkeypatch, capsys):
+    """``--seeds 5000``: the message names the field and the accepted range [1, 4096] (4096 is valid)."""
+    _forbid_compiles(monkeypatch)
+    code, err, _ = _exit_code_and_stderr(TINY + ["--seeds", "5000"], capsys)
+    assert code == 2 and "'seeds' = 5000" in err
+    assert "[1, 4096]" in err, err
+    assert config_from_args(build_parser().parse_args(TINY + ["--seeds", "4096"])).seeds == 4096
+
+
+# ------------------------------------------------------------ unwritable run dir
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_unwritable_run_dir_is_a_clean_error(where, tmp_path, monkeypatch, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("not a directory")
+    run_dir = blocker / "run" if where == "under_a_file" else blocker
+    _forbid_compiles(monkeypatch)
+    code, err, elapsed = _exit_code_and_stderr(TINY + ["--run-dir", str(run_dir)], capsys)
+    assert code == 2
+    assert "'run_dir'" in err and str(run_dir) in err and "writable directory" in err, err
+    assert "Traceback" not in err
+    assert elapsed < 2.0
+    assert blocker.read_text() == "not a directory"
