@@ -31,8 +31,8 @@ from typing import Any, Sequence
 
 from mjxmeta.config import (BASELINE_NAMES, ENV_NAMES, PRESET_NAMES, STUDENT_NAMES, TEACHER_NAMES, Config,
                             ConfigError, student_preset, validate)
-from mjxmeta.run import (NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_config,
-                         prepare_run_dir, train)
+from mjxmeta.run import (NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
+                         load_config, prepare_run_dir, train)
 
 __all__ = ["build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
 
@@ -282,7 +282,7 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         if a.offline:
             render.check_viewer_folder(render.viewer_folder(stem.with_name(stem.name + ".html")))
             render.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
-        trainer, state, record = render.load_checkpoint(run_dir, a.checkpoint)
+        trainer, state, record = load_checkpoint(run_dir, a.checkpoint)
     except (FileNotFoundError, render.RenderError) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)
         return 2

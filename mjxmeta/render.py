@@ -677,29 +677,6 @@ def split_out(out: str | Path) -> tuple[Path, str | None]:
     return out, None
 
 
-def load_checkpoint(run_dir: str | Path, step: int | None = None):
-    """(trainer, batched state, record) of a run's checkpoint (latest by default).
-
-    Same restore as :func:`mjxmeta.run.evaluate_checkpoint`; no compile.
-
-    Raises:
-      FileNotFoundError: no (complete) checkpoint at ``step``.
-    """
-    from mjxmeta.checkpoint import Checkpointer
-    from mjxmeta.run import load_config
-    from mjxmeta.trainer import Trainer
-
-    run_dir = Path(run_dir)
-    config = load_config(run_dir)
-    trainer = Trainer(config)
-    ckpt = Checkpointer(run_dir, config.keep)
-    try:
-        state, record = ckpt.restore(trainer.abstract_state(), step)
-    finally:
-        ckpt.close()
-    return trainer, state, record
-
-
 def write_outputs(trainer, rollout: Rollout, stem: str | Path, fmt: str = "mp4", width: int = 320,
                   height: int = 240, html: bool = False, offline: bool = False) -> dict[str, Path]:
     """Writes ``stem.<fmt>`` and, with ``html``/``offline``, ``stem.html`` (+ ``stem_files/``).

@@ -278,21 +278,36 @@ def format_table(config: Config, final: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
-def evaluate_checkpoint(run_dir: Path, step: int | None, episodes: int) -> tuple[int, Any]:
-    """Restores a checkpoint of ``run_dir`` and returns (step, returns (S, episodes))."""
-    import dataclasses
+def load_checkpoint(run_dir: str | Path, step: int | None = None, **overrides: Any):
+    """(trainer, batched state, record) of a run's checkpoint (latest by default); no compile.
 
-    import jax
+    ``overrides`` replace top-level config fields that do not change the state's
+    structure (e.g. ``eval_envs``). The state is placed with the current
+    process's seed sharding, whatever device count saved it.
+
+    Raises:
+      FileNotFoundError: no (complete) checkpoint at ``step``.
+    """
+    import dataclasses
 
     from mjxmeta.checkpoint import Checkpointer
     from mjxmeta.trainer import Trainer
 
-    config = dataclasses.replace(load_config(run_dir), eval_envs=episodes)
+    run_dir = Path(run_dir)
+    config = dataclasses.replace(load_config(run_dir), **overrides)
     trainer = Trainer(config)
     ckpt = Checkpointer(run_dir, config.keep)
     try:
         state, record = ckpt.restore(trainer.abstract_state(), step)
     finally:
         ckpt.close()
+    return trainer, state, record
+
+
+def evaluate_checkpoint(run_dir: Path, step: int | None, episodes: int) -> tuple[int, Any]:
+    """Restores a checkpoint of ``run_dir`` and returns (step, returns (S, episodes))."""
+    import jax
+
+    trainer, state, record = load_checkpoint(run_dir, step, eval_envs=episodes)
     returns = trainer.evaluate_seeds(state, trainer.eval_keys(record["iteration"]))
     return record["iteration"], jax.device_get(returns)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from mjxmeta import cli, render
+from mjxmeta.run import load_checkpoint
 
 # imageio-ffmpeg starts ffmpeg with subprocess (fork + exec at once), which JAX warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
@@ -97,7 +98,7 @@ def test_render_teacher_gif(gl, run_dir, tmp_path):
 
 
 def test_rollout_student_is_deterministic_and_teacher_is_not(run_dir):
-    trainer, state, _ = render.load_checkpoint(run_dir)
+    trainer, state, _ = load_checkpoint(run_dir)
     a = render.rollout_states(trainer, state, 0, 20)
     b = render.rollout_states(trainer, state, 0, 20)
     t = render.rollout_states(trainer, state, 0, 20, use_teacher=True)
