@@ -85,12 +85,17 @@ def per_candidate_grads(teacher, params, inputs, raw):
     return jax.vmap(one)(inputs, raw)
 
 
-@functools.lru_cache(maxsize=None)
-def mc_estimate(name):
+def toy_problem(name):
+    """(teacher, params, fixed inputs u, reward target c) of the toy meta-reward problem."""
     teacher = make_teacher(name)
     params = make_params(teacher)
     u = fixed_inputs(teacher)
-    c = target_c(teacher, params, u)
+    return teacher, params, u, target_c(teacher, params, u)
+
+
+@functools.lru_cache(maxsize=None)
+def mc_estimate(name):
+    teacher, params, u, c = toy_problem(name)
 
     @jax.jit
     def run(params, key):
@@ -151,10 +156,7 @@ def test_reinforce_matches_exact_gradient(name):
 @pytest.mark.parametrize("name", ["meta_variance", "meta"])
 def test_single_candidate_no_baseline_is_paper_estimator(name):
     """K = 1, baseline 'none': g = R * grad sum_t log pi_e(a_t | u_t)."""
-    teacher = make_teacher(name)
-    params = make_params(teacher)
-    u = fixed_inputs(teacher)
-    c = target_c(teacher, params, u)
+    teacher, params, u, c = toy_problem(name)
 
     @jax.jit
     def run(params, key):
