@@ -250,7 +250,7 @@ def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     """``mjxmeta render``: every input is checked before anything compiles."""
-    from mjxmeta import render
+    from mjxmeta import render, viewer
 
     def bad(flag: str, value: Any, accepted: str):
         parser.exit(2, f"mjxmeta: error: argument {flag}: {value!r} is invalid: accepted {accepted}\n")
@@ -280,8 +280,8 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         return 2
     try:
         if a.offline:
-            render.check_viewer_folder(render.viewer_folder(stem.with_name(stem.name + ".html")))
-            render.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
+            viewer.check_viewer_folder(viewer.viewer_folder(stem.with_name(stem.name + ".html")))
+            viewer.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
         trainer, state, record = load_checkpoint(run_dir, a.checkpoint)
     except (FileNotFoundError, render.RenderError) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)

@@ -24,39 +24,41 @@ import optax
 
 from mjxmeta.replay import Transition
 from mjxmeta.rollout import deterministic_returns
-from mjxmeta.students.ddpg import DDPG, DDPGState
+from mjxmeta.students.base import Student, StudentState
 from mjxmeta.teachers import Teacher, TeacherState
 
 
-def look_ahead(ddpg: DDPG, student: DDPGState, norm, d0: Transition, key: jax.Array, n_updates: int) -> DDPGState:
+def look_ahead(student: Student, state: StudentState, norm, d0: Transition, key: jax.Array,
+               n_updates: int) -> StudentState:
     """pi' = DDPG(pi, D0): a copy of the student after ``n_updates`` steps on D0 only.
 
     Args:
+      student: the student's functions; ``state`` its state (pi).
       d0: transitions of one candidate, flattened to (M, ...).
       key: raw key for minibatch indices (uniform with replacement over D0).
 
     Returns:
-      The updated copy (actor, critic, targets, optimizer states); ``student``
-      itself is unchanged.
+      The updated copy of ``state`` (for DDPG: actor, critic, targets,
+      optimizer states); ``state`` itself is unchanged.
     """
     m = d0.reward.shape[0]
-    bs = ddpg.config.batch_size
+    bs = student.config.batch_size
 
     def sample(k):
         k, sub = jax.random.split(k)
         idx = jax.random.randint(sub, (bs,), 0, m)
         return k, jax.tree.map(lambda x: x[idx], d0)
 
-    new, _, _ = ddpg.update_many(student, norm, sample, key, n_updates)
+    new, _, _ = student.update_many(state, norm, sample, key, n_updates)
     return new
 
 
-def estimate_returns(env, ddpg: DDPG, actors, norm, reset_keys: jax.Array, horizon: int):
-    """R-hat of P deterministic actors from the *same* start states (common random numbers).
+def estimate_returns(env, student: Student, policies: StudentState, norm, reset_keys: jax.Array, horizon: int):
+    """R-hat of P deterministic students from the *same* start states (common random numbers).
 
     Args:
-      actors: actor params stacked on a leading axis of size P (here P = K + 1:
-        pi, then pi'_1..pi'_K).
+      policies: student states stacked on a leading axis of size P (here
+        P = K + 1: pi, then pi'_1..pi'_K); only what ``student.act`` reads is used.
       reset_keys: (E, 2) reset keys shared by all P actors.
       horizon: H, steps per rollout.
 
@@ -64,11 +66,11 @@ def estimate_returns(env, ddpg: DDPG, actors, norm, reset_keys: jax.Array, horiz
       (returns (P,) = mean over E envs of the undiscounted first-episode return
       within H steps, transitions with leading (P, H, E)).
     """
-    def one(actor):
-        rets, trs = deterministic_returns(env, lambda obs: ddpg.act(actor, norm, obs), reset_keys, horizon)
+    def one(policy):
+        rets, trs = deterministic_returns(env, lambda obs: student.act(policy, norm, obs), reset_keys, horizon)
         return jnp.mean(rets), trs
 
-    return jax.vmap(one)(actors)
+    return jax.vmap(one)(policies)
 
 
 def meta_rewards(returns: jax.Array) -> jax.Array:

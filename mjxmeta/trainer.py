@@ -24,12 +24,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from mjxmeta import meta
+from mjxmeta import meta, students
+from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, validate
 from mjxmeta.envs import make, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
-from mjxmeta.rollout import deterministic_returns, env_step
-from mjxmeta.students.ddpg import DDPG, DDPGState, init_normalizer, update_normalizer
+from mjxmeta.rollout import deterministic_returns
+from mjxmeta.students import StudentState, init_normalizer, update_normalizer
 from mjxmeta.teachers import Teacher, TeacherState
 
 
@@ -38,7 +39,8 @@ class TrainState:
     """Everything the next iteration reads, for one seed (leading S axis when batched).
 
     Attributes:
-      student: DDPG actor, critic, targets and Adam states.
+      student: the student's state (:class:`~mjxmeta.students.base.Student`;
+        for DDPG: actor, critic, targets and Adam states).
       normalizer: running observation statistics (Brax ``running_statistics``).
       teacher: teacher params, optimizer state, per-env memory, meta-reward EMA.
       buffer: replay buffer B (data, cursors, sampling key).
@@ -53,7 +55,7 @@ class TrainState:
         disabled).
     """
 
-    student: DDPGState
+    student: StudentState
     normalizer: object
     teacher: TeacherState
     buffer: BufferState
@@ -77,7 +79,7 @@ class Trainer:
         self.env = make(c.env, c.resolved_episode_length)
         self.obs_size = int(self.env.observation_size)
         self.action_size = int(self.env.action_size)
-        self.ddpg = DDPG(c.student, self.obs_size, self.action_size)
+        self.student = students.make(c.student, self.obs_size, self.action_size)
         self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
         self.K = c.num_candidates
@@ -94,7 +96,7 @@ class Trainer:
         """Fresh state for one seed from a raw key (2,)."""
         k_student, k_teacher, k_env, k_buf, key = jax.random.split(key, 5)
         state = TrainState(
-            student=self.ddpg.init(k_student),
+            student=self.student.init(k_student),
             normalizer=init_normalizer(self.obs_size),
             teacher=self.teacher.init(k_teacher, self.K * self.N),
             buffer=self.replay.init(k_buf),
@@ -115,17 +117,10 @@ class Trainer:
           (env_state, teacher memory, D0 transitions (K, T, N, ...),
            teacher inputs (K, T, N, input_size), raw actions (K, T, N, A)).
         """
-        ddpg, teacher, st, norm = self.ddpg, self.teacher, state.student, state.normalizer
-        params = state.teacher.params
-
         def body(carry, k):
-            env_state, memory = carry
-            obs_n = ddpg.normalize(norm, env_state.obs)
-            mu = ddpg.actor_net.apply(st.actor, obs_n)
-            u = teacher.inputs(obs_n, mu, lambda: ddpg.critic_net.apply(st.critic, obs_n, mu), memory)
-            raw, memory = teacher.sample(params, memory, k, u)
-            env_state, tr, done = env_step(self.env, env_state, jnp.clip(raw, -1.0, 1.0))
-            memory = teacher.observe(memory, done, lambda: ddpg.td_error(st, norm, tr))
+            env_state, memory, tr, _, u, raw = teacher_step(
+                self.env, self.student, self.teacher, state.student, state.normalizer, state.teacher.params,
+                *carry, k)
             return (env_state, memory), (tr, u, raw)
 
         (env_state, memory), out = jax.lax.scan(
@@ -135,23 +130,23 @@ class Trainer:
         d0, inputs, raw = by_candidate
         return env_state, memory, d0, inputs, raw
 
-    def look_ahead(self, state: TrainState, d0: Transition, key: jax.Array) -> DDPGState:
+    def look_ahead(self, state: TrainState, d0: Transition, key: jax.Array) -> StudentState:
         """Step 2: pi'_k = DDPG(pi, D0_k) for every candidate k (vmapped); leading axis K."""
         flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
         keys = jax.random.split(key, self.K)
-        fn = functools.partial(meta.look_ahead, self.ddpg, state.student, state.normalizer,
+        fn = functools.partial(meta.look_ahead, self.student, state.student, state.normalizer,
                                n_updates=self.config.lookahead_updates)
         return jax.vmap(fn)(flat, keys)
 
-    def returns_and_d1(self, state: TrainState, primes: DDPGState, key: jax.Array):
+    def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
         """Step 3: R-hat(pi), R-hat(pi'_1..K) from common start states, and D1.
 
         Returns:
           (returns (K+1,), D1 transitions (K, H, E, ...)).
         """
-        actors = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.student.actor, primes.actor)
+        policies = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.student, primes)
         reset_keys = jax.random.split(key, self.config.meta.return_envs)
-        returns, trs = meta.estimate_returns(self.env, self.ddpg, actors, state.normalizer, reset_keys,
+        returns, trs = meta.estimate_returns(self.env, self.student, policies, state.normalizer, reset_keys,
                                              self.config.meta.return_horizon)
         return returns, jax.tree.map(lambda x: x[1:], trs)
 
@@ -172,7 +167,7 @@ class Trainer:
 
     def student_update(self, state: TrainState):
         """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
-        student, buffer, metrics = self.ddpg.update_many(
+        student, buffer, metrics = self.student.update_many(
             state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates)
         return state.replace(student=student, buffer=buffer), metrics
 
@@ -228,7 +223,7 @@ class Trainer:
           ``episode_length`` steps).
         """
         keys = jax.random.split(key, self.config.eval_envs)
-        act = lambda obs: self.ddpg.act(state.student.actor, state.normalizer, obs)  # noqa: E731
+        act = lambda obs: self.student.act(state.student, state.normalizer, obs)  # noqa: E731
         returns, _ = deterministic_returns(self.env, act, keys, self.config.resolved_episode_length)
         return returns
 

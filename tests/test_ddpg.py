@@ -111,7 +111,7 @@ def package_outputs(layer_norm: bool = True, normalize: bool = True):
             critic_loss=ddpg.critic_loss(state.critic, state, norm, batch),
             critic_loss_no_l2=ddpg0.critic_loss(state.critic, state, norm, batch)[0],
             actor_loss_alt=ddpg.actor_loss(alt_actor, state, norm, batch),
-            act_alt=ddpg.act(alt_actor, norm, batch.obs),
+            act_alt=ddpg.mu(alt_actor, norm, batch.obs),
             g_critic=jax.grad(closs)(state.critic),
             g_critic_no_l2=jax.grad(lambda p: closs(p, ddpg0))(state.critic),
             g_actor=jax.grad(lambda p: ddpg.actor_loss(p, state, norm, batch))(state.actor),

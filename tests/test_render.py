@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mjxmeta import cli, render
+from mjxmeta import cli, render, viewer
 from mjxmeta.run import load_checkpoint
 
 # imageio-ffmpeg starts ffmpeg with subprocess (fork + exec at once), which JAX warns about.
@@ -160,8 +160,8 @@ def chromium() -> str:
     path = chromium_binary()
     if path is None:
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium); .ci/run installs it")
-    cache = render.viewer_cache_dir()
-    cached = all(render._package_dir(cache, n).is_dir() for n in render.VIEWER_PACKAGES)
+    cache = viewer.viewer_cache_dir()
+    cached = all(viewer._package_dir(cache, n).is_dir() for n in viewer.VIEWER_PACKAGES)
     if not cached and shutil.which("npm") is None:
         pytest.skip(f"npm is not installed and the viewer package cache {cache} is empty")
     return path

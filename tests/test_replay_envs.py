@@ -149,8 +149,8 @@ def test_env_step_transition_bootstraps_through_truncation(pendulum_run):
     @jax.jit
     def run(student, prev, a, terminated_tr):
         nstate, tr, done = env_step(env, prev, a)
-        q_final = ddpg.q(student.target_critic, norm, tr.next_obs, ddpg.act(student.target_actor, norm, tr.next_obs))
-        q_reset = ddpg.q(student.target_critic, norm, nstate.obs, ddpg.act(student.target_actor, norm, nstate.obs))
+        q_final = ddpg.q_value(student.target_critic, norm, tr.next_obs, ddpg.mu(student.target_actor, norm, tr.next_obs))
+        q_reset = ddpg.q_value(student.target_critic, norm, nstate.obs, ddpg.mu(student.target_actor, norm, nstate.obs))
         return (nstate, tr, done, ddpg.critic_target(student, norm, tr), q_final, q_reset,
                 ddpg.critic_target(student, norm, terminated_tr))
 

@@ -1,5 +1,36 @@
-"""Deterministic off-policy students (DDPG)."""
+"""Deterministic off-policy students, behind the :class:`~mjxmeta.students.base.Student` interface.
 
+``make(config, obs_size, action_size)`` builds the student named by
+``config.name``. Adding a student is one file here plus its name in
+:data:`mjxmeta.config.STUDENT_NAMES` (which :func:`mjxmeta.config.validate`
+checks before anything compiles) and in :data:`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from mjxmeta.config import StudentConfig
+from mjxmeta.students.base import Student, StudentState, init_normalizer, normalize, update_normalizer
 from mjxmeta.students.ddpg import DDPG, DDPGState
 
-__all__ = ["DDPG", "DDPGState"]
+# student name -> constructor (config, obs_size, action_size) -> Student
+REGISTRY: dict[str, Callable[[StudentConfig, int, int], Student]] = {"ddpg": DDPG}
+
+
+def make(config: StudentConfig, obs_size: int, action_size: int) -> Student:
+    """The student ``config.name`` for the given observation and action sizes.
+
+    Raises:
+      KeyError: ``config.name`` is not in :data:`REGISTRY` (``validate``
+        rejects unknown names earlier, as a ConfigError).
+    """
+    try:
+        cls = REGISTRY[config.name]
+    except KeyError:
+        raise KeyError(f"no student {config.name!r}; registered: {sorted(REGISTRY)}") from None
+    return cls(config, obs_size, action_size)
+
+
+__all__ = ["DDPG", "DDPGState", "REGISTRY", "Student", "StudentState", "init_normalizer", "make", "normalize",
+           "update_normalizer"]

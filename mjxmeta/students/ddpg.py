@@ -1,8 +1,10 @@
 """DDPG student (Lillicrap et al., ICLR 2016), Baselines-2017 flavour.
 
-Pure functions over :class:`DDPGState`. Observations are normalized with
-running statistics (Brax's ``running_statistics``), clipped to +-5 as in
-Baselines, before entering actor and critic.
+Pure functions over :class:`DDPGState`; implements the
+:class:`~mjxmeta.students.base.Student` interface (``act``, ``q`` and
+``td_error`` take the whole state). Observations are normalized with running
+statistics (Brax's ``running_statistics``), clipped to +-5 as in Baselines,
+before entering actor and critic.
 
 Equations (Lillicrap et al. 2016, Algorithm 1):
 
@@ -22,14 +24,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import optax
-from brax.training.acme import running_statistics
 from flax import struct
 
 from mjxmeta.config import StudentConfig
 from mjxmeta.networks import Actor, Critic, l2_penalty
 from mjxmeta.replay import Transition
+from mjxmeta.students.base import OBS_CLIP, init_normalizer, normalize, update_normalizer
 
-OBS_CLIP = 5.0
+__all__ = ["DDPG", "DDPGState", "OBS_CLIP", "init_normalizer", "update_normalizer"]
 
 Params = Any
 
@@ -46,21 +48,13 @@ class DDPGState:
     critic_opt: optax.OptState
 
 
-def init_normalizer(obs_size: int) -> running_statistics.RunningStatisticsState:
-    """Running mean/std of observations, zero count (Brax ``running_statistics``)."""
-    return running_statistics.init_state(jnp.zeros((obs_size,), jnp.float32))
-
-
-def update_normalizer(norm, obs: jax.Array):
-    """Adds a batch of raw observations (M, obs_size) to the running statistics."""
-    return running_statistics.update(norm, obs)
-
-
 class DDPG:
     """DDPG for observation size ``obs_size`` and action size ``action_size``.
 
     Actions live in [-1, 1]^action_size. All methods are pure.
     """
+
+    state_type = DDPGState
 
     def __init__(self, config: StudentConfig, obs_size: int, action_size: int):
         self.config = config
@@ -85,29 +79,35 @@ class DDPG:
     # ---- forward passes -----------------------------------------------
     def normalize(self, norm, obs: jax.Array) -> jax.Array:
         """(…, obs_size) raw -> normalized and clipped to +-5 (identity if disabled)."""
-        if not self.config.normalize_observations:
-            return obs
-        return running_statistics.normalize(obs, norm, max_abs_value=OBS_CLIP)
+        return normalize(norm, obs, self.config.normalize_observations)
 
-    def act(self, actor: Params, norm, obs: jax.Array) -> jax.Array:
-        """mu(s): raw obs (…, obs_size) -> action (…, action_size) in [-1, 1]."""
+    def mu(self, actor: Params, norm, obs: jax.Array) -> jax.Array:
+        """mu(s; actor): raw obs (…, obs_size) -> action (…, action_size) in [-1, 1]."""
         return self.actor_net.apply(actor, self.normalize(norm, obs))
 
-    def q(self, critic: Params, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
-        """Q(s, a): (…, obs_size), (…, action_size) -> (…)."""
+    def q_value(self, critic: Params, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Q(s, a; critic): (…, obs_size), (…, action_size) -> (…)."""
         return self.critic_net.apply(critic, self.normalize(norm, obs), action)
+
+    def act(self, state: DDPGState, norm, obs: jax.Array) -> jax.Array:
+        """Student interface: mu(s) of the online actor, (…, obs_size) -> (…, action_size)."""
+        return self.mu(state.actor, norm, obs)
+
+    def q(self, state: DDPGState, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
+        """Student interface: Q(s, a) of the online critic -> (…)."""
+        return self.q_value(state.critic, norm, obs, action)
 
     # ---- losses ---------------------------------------------------------
     def critic_target(self, state: DDPGState, norm, batch: Transition) -> jax.Array:
         """y = r + gamma (1 - terminated) Q'(s', mu'(s')); shape (B,)."""
-        next_a = self.act(state.target_actor, norm, batch.next_obs)
-        next_q = self.q(state.target_critic, norm, batch.next_obs, next_a)
+        next_a = self.mu(state.target_actor, norm, batch.next_obs)
+        next_q = self.q_value(state.target_critic, norm, batch.next_obs, next_a)
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_q
 
     def critic_loss(self, critic: Params, state: DDPGState, norm, batch: Transition):
         """Mean squared TD error plus L2 on hidden kernels; returns (loss, q mean)."""
         y = jax.lax.stop_gradient(self.critic_target(state, norm, batch))
-        q = self.q(critic, norm, batch.obs, batch.action)
+        q = self.q_value(critic, norm, batch.obs, batch.action)
         loss = jnp.mean(jnp.square(q - y))
         if self.config.critic_l2 > 0:
             loss = loss + self.config.critic_l2 * l2_penalty(critic)
@@ -115,12 +115,12 @@ class DDPG:
 
     def actor_loss(self, actor: Params, state: DDPGState, norm, batch: Transition) -> jax.Array:
         """-mean Q(s, mu(s)) under the current critic."""
-        a = self.act(actor, norm, batch.obs)
-        return -jnp.mean(self.q(state.critic, norm, batch.obs, a))
+        a = self.mu(actor, norm, batch.obs)
+        return -jnp.mean(self.q_value(state.critic, norm, batch.obs, a))
 
     def td_error(self, state: DDPGState, norm, tr: Transition) -> jax.Array:
         """Bellman residual y - Q(s, a) of transitions (…)."""
-        return self.critic_target(state, norm, tr) - self.q(state.critic, norm, tr.obs, tr.action)
+        return self.critic_target(state, norm, tr) - self.q_value(state.critic, norm, tr.obs, tr.action)
 
     # ---- one update -----------------------------------------------------
     def update(self, state: DDPGState, norm, batch: Transition) -> tuple[DDPGState, dict]:

@@ -1,0 +1,51 @@
+"""One acting step of the teacher pi_e, shared by D0 rollouts and ``render``.
+
+normalize -> student's mu(s) -> teacher inputs u -> sample the unclipped action
+-> clip to [-1, 1] -> ``env.step`` -> update the teacher's per-env memory.
+
+The log-probability the meta-policy gradient needs is that of the *unclipped*
+sample given u (Xu et al., ICML 2018, eq. 2; docs/algorithm.md, "Teachers"),
+so both are returned. After Brax's ``training/acting.py`` (``actor_step``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from mjxmeta.replay import Transition
+from mjxmeta.rollout import env_step
+from mjxmeta.students.base import Student
+from mjxmeta.teachers import Teacher
+
+
+def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
+                 env_state: Any, memory: jax.Array, key: jax.Array
+                 ) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
+    """Acts with pi_e in a batch of B envs for one step.
+
+    Args:
+      env: batched env (:func:`mjxmeta.envs.make`).
+      student, student_state, norm: the student whose mu(s), Q and TD error the
+        teacher reads (held fixed).
+      teacher, teacher_params: the exploration policy.
+      env_state: Brax state with ``obs`` (B, obs_size).
+      memory: (B, M) teacher memory (OU noise, previous TD error, ...).
+      key: raw key (2,) for the teacher's noise.
+
+    Returns:
+      (env_state, memory, transition (B, ...), done (B,) episode ended
+      (termination or time limit; the env auto-resets), teacher inputs u
+      (B, input_size), raw unclipped actions (B, action_size)).
+    """
+    obs = env_state.obs
+    obs_n = student.normalize(norm, obs)
+    mu = student.act(student_state, norm, obs)
+    u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory)
+    raw, memory = teacher.sample(teacher_params, memory, key, u)
+    env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
+    memory = teacher.observe(memory, done, lambda: student.td_error(student_state, norm, tr))
+    return env_state, memory, tr, done, u, raw
+
