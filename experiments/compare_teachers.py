@@ -19,6 +19,7 @@ from pathlib import Path
 
 from mjxmeta.cli import build_parser, config_from_args, train
 from mjxmeta.config import TEACHER_NAMES
+from mjxmeta.run import METRICS
 
 
 def main() -> None:
@@ -34,14 +35,14 @@ def main() -> None:
     for teacher in a.teachers:
         run_dir = Path(a.out) / f"{a.env}-{teacher}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+        (run_dir / METRICS).unlink(missing_ok=True)
         args = build_parser().parse_args(["train", "--env", a.env, "--teacher", teacher, "--seeds", str(a.seeds),
                                           "--total-steps", str(a.total_steps), "--no-progress", *a.extra])
         config = config_from_args(args)
         t0 = time.time()
         final = train(config, run_dir, progress=False)
         wall = time.time() - t0
-        lines = [json.loads(x) for x in open(run_dir / "metrics.jsonl")]
+        lines = [json.loads(x) for x in open(run_dir / METRICS)]
         first = min(r["wall_s"] for r in lines)
         steps = max(r["env_steps"] for r in lines)
         first_steps = min(r["env_steps"] for r in lines)

@@ -29,6 +29,14 @@ META_TEACHERS = ("meta_variance", "meta", "meta_state")
 STUDENT_NAMES = ("ddpg",)
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
 PRESET_NAMES = ("baselines2017", "modern")
+# Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps), Brax's MJX envs (1000).
+EPISODE_LENGTHS = {"pendulum": 200}
+MJX_EPISODE_LENGTH = 1000
+
+
+def default_episode_length(env: str) -> int:
+    """The env's own time limit in steps (200 for ``pendulum``, 1000 for the MJX envs)."""
+    return EPISODE_LENGTHS.get(env, MJX_EPISODE_LENGTH)
 
 
 class ConfigError(ValueError):
@@ -246,9 +254,7 @@ class Config:
 
     @property
     def resolved_episode_length(self) -> int:
-        if self.episode_length:
-            return self.episode_length
-        return 200 if self.env == "pendulum" else 1000
+        return self.episode_length or default_episode_length(self.env)
 
 
 # ---------------------------------------------------------------------------

@@ -60,13 +60,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from mjxmeta.config import META_TEACHERS, TEACHER_NAMES
+from mjxmeta.run import CONFIG, METRICS
 from mjxmeta.visitation import COORDINATES, load_visits, plot_visitation
 
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
 BASELINE_TEACHER = "gaussian"
-META_TEACHER_NAMES = ("meta_variance", "meta", "meta_state", "meta_latent")
-_TEACHER_ORDER = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "meta_latent")
 ENV_STEPS_LABEL = "env steps (D0 + D1 + R̂ rollouts)"
 WALL_LABEL = "wall-clock s (first point includes JIT compile)"
 RETURN_LABEL = "eval return (deterministic student)"
@@ -203,7 +201,7 @@ class Group:
 
     @property
     def is_meta(self) -> bool:
-        return self.teacher in META_TEACHER_NAMES
+        return self.teacher in META_TEACHERS
 
 
 _CURVE_KEYS = ("eval_return", "meta_reward", "teacher_log_std", "return_pi", "d0_reward")
@@ -247,7 +245,7 @@ def _build_group(env: str, teacher: str, label: str, runs: list[Run]) -> Group:
 
 
 def _teacher_rank(name: str) -> int:
-    return _TEACHER_ORDER.index(name) if name in _TEACHER_ORDER else len(_TEACHER_ORDER)
+    return TEACHER_NAMES.index(name) if name in TEACHER_NAMES else len(TEACHER_NAMES)
 
 
 def group_runs(runs: Sequence[Run]) -> dict[str, list[Group]]:

@@ -39,7 +39,7 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from mjxmeta.config import TeacherConfig
+from mjxmeta.config import META_TEACHERS, TeacherConfig
 from mjxmeta.networks import GaussianMean
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -91,7 +91,7 @@ class Teacher:
         self.name = config.name
         self.obs_size = obs_size
         self.action_size = action_size
-        self.is_meta = config.name in ("meta_variance", "meta", "meta_state")
+        self.is_meta = config.name in META_TEACHERS
         self.has_net = config.name in ("meta", "meta_state")
         self.input_size = {"meta_state": obs_size + action_size + 2}.get(config.name, obs_size)
         self.net = GaussianMean(action_size, tuple(config.hidden)) if self.has_net else None

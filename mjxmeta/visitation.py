@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+VISITS = "visitation"  # RUN/visitation/iter_<iteration>.npy: (S, samples, obs_size) raw D0 observations
 COORDINATES = {
     "pendulum": ("angle θ [rad]", "angular velocity [rad/s]"),
     "inverted_pendulum": ("cart position [m]", "pole angle [rad]"),
@@ -36,9 +37,14 @@ def coordinates(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"no visitation coordinates for env {env!r}: accepted {sorted(COORDINATES)}")
 
 
+def visits_path(run_dir: str | Path, iteration: int) -> Path:
+    """Where the D0 sample of the chunk ending at ``iteration`` is stored."""
+    return Path(run_dir) / VISITS / f"iter_{iteration:07d}.npy"
+
+
 def load_visits(run_dir: str | Path) -> list[tuple[int, np.ndarray]]:
     """[(iteration, (S, samples, obs_size) array)] of a run, sorted by iteration (empty if none)."""
-    d = Path(run_dir) / "visitation"
+    d = Path(run_dir) / VISITS
     if not d.exists():
         return []
     out = [(int(p.stem.split("_")[1]), np.load(p)) for p in d.glob("iter_*.npy")]

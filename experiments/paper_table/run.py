@@ -26,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-ENVS = ("pendulum", "inverted_pendulum", "inverted_double_pendulum", "reacher", "hopper", "halfcheetah")
-TEACHERS = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
+from mjxmeta.config import ENV_NAMES as ENVS
+from mjxmeta.config import TEACHER_NAMES as TEACHERS
+from mjxmeta.run import CONFIG
 PROFILES = {
     # env -> env-step budget per seed
     "cpu": {"pendulum": 20_000, "inverted_pendulum": 30_000, "inverted_double_pendulum": 20_000,
@@ -55,7 +56,7 @@ def finished(run_dir: Path) -> bool:
     from mjxmeta.run import load_config
 
     ckpts = run_dir / "checkpoints"
-    if not (run_dir / "config.json").exists() or not ckpts.exists():
+    if not (run_dir / CONFIG).exists() or not ckpts.exists():
         return False
     config = load_config(run_dir)
     steps = [int(p.name) for p in ckpts.iterdir() if p.name.isdigit()]
@@ -84,7 +85,7 @@ def main() -> None:
                 print(f"[done]   {run_dir}", flush=True)
                 continue
             flags = cell_flags(a.profile, env, teacher, a.seeds)
-            if (run_dir / "config.json").exists():
+            if (run_dir / CONFIG).exists():
                 cmd = mjxmeta + ["train", "--resume", str(run_dir), *flags]
             else:
                 cmd = mjxmeta + ["train", "--run-dir", str(run_dir), *flags]

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 
-from mjxmeta.config import ENV_NAMES
+from mjxmeta.config import ENV_NAMES, default_episode_length
 
 BRAX_NAMES = {
     "inverted_pendulum": "inverted_pendulum",
@@ -32,7 +32,6 @@ BRAX_NAMES = {
     "hopper": "hopper",
     "halfcheetah": "halfcheetah",
 }
-DEFAULT_EPISODE_LENGTH = {"pendulum": 200}
 
 
 def strong(tree):
@@ -114,15 +113,15 @@ def make(name: str, episode_length: int = 0, backend: str = "mjx") -> Env:
 
     Args:
       name: one of :data:`mjxmeta.config.ENV_NAMES`.
-      episode_length: time limit in steps; 0 = default (200 for ``pendulum``,
-        1000 for the MJX envs).
+      episode_length: time limit in steps; 0 =
+        :func:`mjxmeta.config.default_episode_length`.
       backend: Brax physics backend for the MuJoCo envs (default ``"mjx"``).
 
     Raises:
       ValueError: on an unknown name (the message lists the valid ones).
     """
     env = make_base(name, backend)
-    length = episode_length or DEFAULT_EPISODE_LENGTH.get(name, 1000)
+    length = episode_length or default_episode_length(name)
     return FreshAutoResetWrapper(EpisodeWrapper(VmapWrapper(env), length, 1))
 
 
