@@ -25,16 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 import sys
+import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from mjxmeta.config import (BASELINE_NAMES, ENV_NAMES, PRESET_NAMES, STUDENT_NAMES, TEACHER_NAMES, Config,
-                            ConfigError, student_preset, validate)
-from mjxmeta.run import (NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
+from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
+                            field_docs, student_preset, validate)
+from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                          load_config, prepare_run_dir, train)
 
-__all__ = ["build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
+__all__ = ["FLAGS", "build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -44,16 +46,84 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from e
 
 
-GIVEN = "_given"  # Namespace attribute: set of dests given on the command line
+# ------------------------------------------------------ flags from the config
+# Sub-config field -> flag: student and meta fields keep their names (--hidden,
+# --candidates), teacher fields are prefixed (--teacher-hidden); a field's
+# metadata["flag"] overrides the generated name.
+_SUBCONFIGS = {"student": (StudentConfig, ""), "teacher": (TeacherConfig, "teacher-"), "meta": (MetaConfig, "")}
+_PARSERS = {int: int, float: float, str: str, tuple[int, ...]: _widths}
 
 
-def _record(action_cls):
-    """Wraps an argparse action so the namespace remembers which dests were given explicitly."""
-    class Recorded(action_cls):
-        def __call__(self, parser, namespace, values, option_string=None):
-            super().__call__(parser, namespace, values, option_string)
-            namespace.__dict__.setdefault(GIVEN, set()).add(self.dest)
-    return Recorded
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """One ``mjxmeta train`` flag generated from a config field.
+
+    Attributes:
+      field: dotted config field, e.g. ``"student.batch_size"``.
+      option: the flag, e.g. ``"--batch-size"``.
+      type: the field's annotation (int, float, str, bool, tuple[int, ...]).
+      default: the field's default in :class:`mjxmeta.config.Config`.
+      help: the field's text in its class docstring.
+      choices: accepted names (shown in the help; ``validate`` enforces them).
+    """
+
+    field: str
+    option: str
+    type: Any
+    default: Any
+    help: str
+    choices: tuple[str, ...] | None = None
+
+
+def _flags() -> dict[str, Flag]:
+    """{dotted field: Flag} for every leaf field of :class:`Config`, in declaration order."""
+    out: dict[str, Flag] = {}
+
+    def add(cls, prefix_field: str, prefix_flag: str, instance):
+        hints, docs = typing.get_type_hints(cls), field_docs(cls)
+        for f in dataclasses.fields(cls):
+            if f.name in _SUBCONFIGS and cls is Config:
+                sub, sub_flag = _SUBCONFIGS[f.name]
+                add(sub, f"{f.name}.", sub_flag, getattr(instance, f.name))
+                continue
+            option = "--" + f.metadata.get("flag", prefix_flag + f.name.replace("_", "-"))
+            out[prefix_field + f.name] = Flag(prefix_field + f.name, option, hints[f.name],
+                                              getattr(instance, f.name), docs.get(f.name, ""),
+                                              f.metadata.get("choices"))
+
+    add(Config, "", "", Config())
+    options = [f.option for f in out.values()]
+    dupes = sorted({o for o in options if options.count(o) > 1})
+    if dupes:
+        raise RuntimeError(f"config fields generate the same flag: {dupes}")
+    return out
+
+
+FLAGS: dict[str, Flag] = _flags()
+
+
+def _plain(text: str) -> str:
+    """Docstring markup -> terminal text: ``:data:`X``` -> X, ````x```` -> x."""
+    return re.sub(r"``([^`]+)``", r"\1", re.sub(r":\w+:`~?([^`]+)`", r"\1", text))
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per config field; defaults are SUPPRESSed, so the namespace holds only the flags given."""
+    groups = {"": parser.add_argument_group("run (Config)")}
+    for name, (cls, _) in _SUBCONFIGS.items():
+        groups[name] = parser.add_argument_group(f"{name} ({cls.__name__})", (cls.__doc__ or "").split("\n")[0])
+    for flag in FLAGS.values():
+        group = groups[flag.field.split(".")[0] if "." in flag.field else ""]
+        preset = flag.field.startswith("student.") and flag.field.split(".")[1] in PRESETS["baselines2017"]
+        shown = ",".join(map(str, flag.default)) if isinstance(flag.default, tuple) else flag.default
+        text = f"{_plain(flag.help)} (default: {shown}{', or the --preset' if preset else ''})".replace("%", "%%")
+        kw: dict[str, Any] = dict(dest=flag.field, default=argparse.SUPPRESS, help=text)
+        if flag.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = _PARSERS[flag.type]
+            kw["metavar"] = "{" + ",".join(flag.choices) + "}" if flag.choices else flag.field.split(".")[-1].upper()
+        group.add_argument(flag.option, **kw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,51 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train a student with a teacher (Algorithm 1)",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    t.register("action", None, _record(argparse._StoreAction))
-    t.register("action", "store", _record(argparse._StoreAction))
-    t.register("action", "store_true", _record(argparse._StoreTrueAction))
-    t.add_argument("--env", default="inverted_pendulum", choices=ENV_NAMES)
-    t.add_argument("--teacher", default="meta", choices=TEACHER_NAMES)
-    t.add_argument("--student", default="ddpg", choices=STUDENT_NAMES)
-    t.add_argument("--preset", default="baselines2017", choices=PRESET_NAMES,
-                   help="student hyperparameter preset; the flags below override it")
-    t.add_argument("--seeds", type=int, default=4, help="S, seeds vmapped in one program")
-    t.add_argument("--seed", type=int, default=0, help="base PRNG seed")
-    t.add_argument("--candidates", type=int, default=2, help="K, candidate D0 batches per iteration (meta)")
-    t.add_argument("--total-steps", type=int, default=50_000,
-                   help="env-step budget per seed (D0 + D1 + R-hat rollouts)")
+                       description="Every config field is a flag; invalid values exit with code 2 before "
+                                   "anything compiles.")
+    t.add_argument("--preset", default=argparse.SUPPRESS, choices=PRESET_NAMES,
+                   help="student hyperparameter preset (default: baselines2017); the student flags override it")
     t.add_argument("--run-dir", default=None, help="default: checkpoints/<env>-<teacher>-<time>")
-    t.add_argument("--num-envs", type=int, default=1, help="N, teacher envs per candidate")
-    t.add_argument("--rollout-steps", type=int, default=100, help="T, teacher steps per env per iteration")
-    t.add_argument("--episode-length", type=int, default=0, help="0 = env default")
-    t.add_argument("--updates", type=int, default=0,
-                   help="U, student updates per iteration; 0 = one per two inserted transitions")
-    t.add_argument("--lookahead-updates", type=int, default=0, help="look-ahead updates on each D0; 0 = one per two D0 transitions")
-    t.add_argument("--return-envs", type=int, default=1, help="E, envs per R-hat estimate")
-    t.add_argument("--return-horizon", type=int, default=200, help="H, steps per R-hat rollout")
-    t.add_argument("--hidden", type=_widths, default=None, help="actor/critic widths, e.g. 64,64")
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--buffer-size", type=int, default=1_000_000)
-    t.add_argument("--actor-lr", type=float, default=None)
-    t.add_argument("--critic-lr", type=float, default=None)
-    t.add_argument("--critic-l2", type=float, default=None)
-    t.add_argument("--tau", type=float, default=None)
-    t.add_argument("--gamma", type=float, default=0.99)
-    t.add_argument("--layer-norm", action=_record(argparse.BooleanOptionalAction), default=None)
-    t.add_argument("--normalize-observations", action=_record(argparse.BooleanOptionalAction), default=True)
-    t.add_argument("--teacher-lr", type=float, default=1e-3, help="eta, meta-gradient Adam lr")
-    t.add_argument("--teacher-std", type=float, default=0.2, help="initial/fixed action-noise std")
-    t.add_argument("--teacher-hidden", type=_widths, default=(64, 64))
-    t.add_argument("--baseline", default="auto", choices=BASELINE_NAMES)
-    t.add_argument("--log-every", type=int, default=10, help="iterations per scan chunk / log point")
-    t.add_argument("--eval-envs", type=int, default=5, help="evaluation episodes per seed per log point")
-    t.add_argument("--checkpoint-every", type=int, default=0,
-                   help="iterations between checkpoints (multiple of --log-every); 0 = only at the end")
-    t.add_argument("--keep", type=int, default=3, help="checkpoints kept")
     t.add_argument("--resume", metavar="RUN", default=None,
                    help="continue the run in RUN; flags not given keep RUN's values, only --total-steps may differ")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(t)
     e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
     e.add_argument("run", help="run directory")
     e.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
@@ -136,22 +170,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-# flag dest -> dotted Config field
-FLAG_FIELDS = {
-    "env": "env", "teacher": "teacher.name", "student": "student.name", "seeds": "seeds", "seed": "seed",
-    "candidates": "meta.candidates", "total_steps": "total_steps", "num_envs": "num_envs",
-    "rollout_steps": "rollout_steps", "episode_length": "episode_length",
-    "updates": "student.updates_per_iteration", "lookahead_updates": "meta.lookahead_updates",
-    "return_envs": "meta.return_envs", "return_horizon": "meta.return_horizon", "hidden": "student.hidden",
-    "batch_size": "student.batch_size", "buffer_size": "student.buffer_size", "actor_lr": "student.actor_lr",
-    "critic_lr": "student.critic_lr", "critic_l2": "student.critic_l2", "tau": "student.tau",
-    "gamma": "student.gamma", "layer_norm": "student.layer_norm",
-    "normalize_observations": "student.normalize_observations", "teacher_lr": "teacher.lr",
-    "teacher_std": "teacher.init_std", "teacher_hidden": "teacher.hidden", "baseline": "teacher.baseline",
-    "log_every": "log_every", "eval_envs": "eval_envs", "checkpoint_every": "checkpoint_every", "keep": "keep",
-}
-
-
 def _with_field(config: Config, dotted: str, value: Any) -> Config:
     if "." in dotted:
         sub, name = dotted.split(".")
@@ -162,24 +180,21 @@ def _with_field(config: Config, dotted: str, value: Any) -> Config:
 def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Config:
     """Builds and validates the Config from parsed ``train`` arguments.
 
-    Without ``base``: the ``--preset`` student with every given flag applied.
-    With ``base`` (``--resume``): ``base`` with only the flags given explicitly
-    on the command line applied (a flag given with its default value counts).
+    Without ``base``: the default :class:`Config` (its student from ``--preset``
+    if given) with every flag given applied. With ``base`` (``--resume``):
+    ``base`` with only the flags given on the command line applied (a flag
+    given with its default value counts).
 
     Raises:
       ConfigError: naming the invalid field.
     """
-    if base is None:
-        config = Config(student=student_preset(a.preset))
-        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and v is not None}
-    else:
-        config = base
-        explicit = getattr(a, GIVEN, set())
-        if "preset" in explicit:
-            config = dataclasses.replace(config, student=student_preset(a.preset, name=config.student.name))
-        given = {d: v for d, v in vars(a).items() if d in FLAG_FIELDS and d in explicit}
-    for dest, value in given.items():
-        config = _with_field(config, FLAG_FIELDS[dest], value)
+    preset = getattr(a, "preset", None)
+    config = Config() if base is None else base
+    if preset is not None:
+        config = dataclasses.replace(config, student=student_preset(preset, name=config.student.name))
+    for dest, value in vars(a).items():
+        if dest in FLAGS:
+            config = _with_field(config, dest, value)
     return validate(config)
 
 
@@ -187,7 +202,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     try:
         if a.resume is not None:
             run_dir = Path(a.resume)
-            if not (run_dir / "config.json").exists():
+            if not (run_dir / CONFIG).exists():
                 raise ConfigError("resume", a.resume, "a run directory containing config.json")
             config = config_from_args(a, base=load_config(run_dir))
             old = load_config(run_dir)
@@ -218,7 +233,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
-    if not (run_dir / "config.json").exists():
+    if not (run_dir / CONFIG).exists():
         parser.exit(2, f"mjxmeta: error: {a.run!r} is not a run directory (no config.json)\n")
     if a.episodes < 1:
         parser.exit(2, f"mjxmeta: error: --episodes {a.episodes} is invalid: accepted an integer >= 1\n")
@@ -256,7 +271,7 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         parser.exit(2, f"mjxmeta: error: argument {flag}: {value!r} is invalid: accepted {accepted}\n")
 
     run_dir = Path(a.run)
-    if not (run_dir / "config.json").exists():
+    if not (run_dir / CONFIG).exists():
         bad("RUN", a.run, "a run directory containing config.json")
     config = load_config(run_dir)
     stem, implied = render.split_out(a.out)

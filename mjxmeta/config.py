@@ -1,12 +1,18 @@
 """Run configuration: frozen dataclasses and their validation.
 
-Every field has a type and an accepted range; :func:`validate` checks them all
-in plain Python (no JAX import, no compile) and raises :class:`ConfigError`
+This is the only declaration of a run's settings: every field has a type, a
+default and a line in its class's ``Attributes`` section, from which
+:mod:`mjxmeta.cli` generates one ``mjxmeta train`` flag per field
+(:func:`field_docs`; a field's ``metadata["flag"]`` names its flag where the
+generated ``--<name>`` would not do). :func:`validate` checks every field in
+plain Python (no JAX import, no compile) and raises :class:`ConfigError`
 naming the field, the value and what is accepted.
 
-Defaults follow ``shared/ALGORITHM.md``: where the paper (Xu, Liu, Zhao, Peng,
-ICML 2018) is silent, OpenAI Baselines' DDPG of 2017 (preset
-``baselines2017``); ``modern`` is the 256-256 / batch 256 / lr 3e-4 setting.
+The defaults are the main job (``mjxmeta train``: the ``meta`` teacher on
+MJX ``inverted_pendulum``, 4 seeds, 50k env steps per seed). Where the paper
+(Xu, Liu, Zhao, Peng, ICML 2018) is silent they follow OpenAI Baselines' DDPG
+of 2017 (preset ``baselines2017``); ``modern`` is the 256-256 / batch 256 /
+lr 3e-4 setting (docs/algorithm.md, "Defaults").
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+import re
 from typing import Any
 
 ENV_NAMES = (
@@ -55,15 +62,41 @@ class ConfigError(ValueError):
         super().__init__(f"config field '{field_name}' = {shown} is invalid: accepted {accepted}")
 
 
+def field_docs(cls: type) -> dict[str, str]:
+    """{field name: its text} from the ``Attributes:`` section of ``cls``'s docstring.
+
+    An entry is ``name: text`` (or ``a, b, c: text``, shared by several fields)
+    with continuation lines indented further; the text is joined into one line.
+    """
+    doc = (cls.__doc__ or "").split("Attributes:", 1)
+    if len(doc) < 2:
+        return {}
+    out: dict[str, str] = {}
+    names: list[str] = []
+    for line in doc[1].splitlines():
+        m = re.match(r"^ {4,6}([a-z_][a-z0-9_, ]*):\s+(.*)$", line)
+        if m and line[:6].strip() == "" and not line[6:7].isspace():
+            names = [n.strip() for n in m.group(1).split(",")]
+            for n in names:
+                out[n] = m.group(2).strip()
+        elif names and line.strip():
+            for n in names:
+                out[n] += " " + line.strip()
+        elif not line.strip() and out:
+            names = []
+    return out
+
+
 @dataclass(frozen=True)
 class StudentConfig:
     """DDPG student (Lillicrap et al. 2016; Baselines 2017 defaults).
 
     Attributes:
-      name: student algorithm; only ``"ddpg"``.
+      name: student algorithm, one of :data:`STUDENT_NAMES` (:func:`mjxmeta.students.make`).
       hidden: hidden layer widths of actor and critic.
       layer_norm: LayerNorm after each hidden layer (Baselines: on).
-      actor_lr, critic_lr: Adam learning rates.
+      actor_lr: Adam learning rate of the actor mu.
+      critic_lr: Adam learning rate of the critic Q.
       critic_l2: L2 coefficient on critic hidden kernels; loss term
         ``critic_l2 * sum(w**2) / 2`` (TF ``l2_regularizer`` as in Baselines).
       batch_size: minibatch size of every gradient step.
@@ -77,7 +110,7 @@ class StudentConfig:
         (Baselines' ratio, 50 updates per 100 rollout steps).
     """
 
-    name: str = "ddpg"
+    name: str = field(default="ddpg", metadata={"flag": "student", "choices": STUDENT_NAMES})
     hidden: tuple[int, ...] = (64, 64)
     layer_norm: bool = True
     actor_lr: float = 1e-4
@@ -88,7 +121,7 @@ class StudentConfig:
     gamma: float = 0.99
     tau: float = 0.01
     normalize_observations: bool = True
-    updates_per_iteration: int = 0
+    updates_per_iteration: int = field(default=0, metadata={"flag": "updates"})
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -115,28 +148,31 @@ class TeacherConfig:
     """Exploration policy (teacher) pi_e.
 
     Attributes:
-      name: one of :data:`TEACHER_NAMES` (``shared/ALGORITHM.md``, table
-        "Teacher variants").
+      name: exploration policy, one of :data:`TEACHER_NAMES`
+        (docs/algorithm.md, "Teachers").
       init_std: initial (``meta*``) or fixed (``gaussian``) action-noise std in
         the normalized action space [-1, 1].
       lr: Adam learning rate of the meta-policy gradient step (eta in eq. 2).
       hidden: hidden widths of the teacher network f (``meta``, ``meta_state``).
-      ou_theta, ou_sigma, ou_dt: Ornstein-Uhlenbeck parameters (Baselines).
+      ou_theta: Ornstein-Uhlenbeck mean reversion theta (``ou``; Baselines 0.15).
+      ou_sigma: Ornstein-Uhlenbeck scale sigma (``ou``; Baselines 0.2).
+      ou_dt: Ornstein-Uhlenbeck time step dt (``ou``; Baselines 1e-2).
       baseline: meta-reward baseline: ``leave_one_out`` (K >= 2), ``ema``,
         ``none`` (the paper's estimator) or ``auto`` (leave_one_out if K >= 2,
         else ema).
       ema_decay: decay of the moving-average baseline.
-      min_log_std, max_log_std: clip range of the learned log sigma.
+      min_log_std: lower clip of the learned log sigma.
+      max_log_std: upper clip of the learned log sigma.
     """
 
-    name: str = "meta"
-    init_std: float = 0.2
+    name: str = field(default="meta", metadata={"flag": "teacher", "choices": TEACHER_NAMES})
+    init_std: float = field(default=0.2, metadata={"flag": "teacher-std"})
     lr: float = 1e-3
     hidden: tuple[int, ...] = (64, 64)
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
     ou_dt: float = 1e-2
-    baseline: str = "auto"
+    baseline: str = field(default="auto", metadata={"flag": "baseline", "choices": BASELINE_NAMES})
     ema_decay: float = 0.9
     min_log_std: float = -5.0
     max_log_std: float = 1.0
@@ -167,7 +203,8 @@ class Config:
 
     Attributes:
       env: environment name, one of :data:`ENV_NAMES`.
-      episode_length: time limit in steps; 0 = env default (1000 MJX, 200 pendulum).
+      episode_length: time limit in steps; 0 = env default (1000 MJX, 200 pendulum;
+        :func:`default_episode_length`).
       seeds: S, independent seeds vmapped in one program.
       seed: base PRNG seed; seed i of the run uses ``fold_in(PRNGKey(seed), i)``.
       num_envs: N, teacher environments per candidate.
@@ -181,16 +218,18 @@ class Config:
       visit_samples: D0 states kept per chunk for state-visitation plots
         (a uniform sample, ``visit_samples // log_every`` per iteration);
         0 disables.
-      student, teacher, meta: sub-configs.
+      student: the student (:class:`StudentConfig`).
+      teacher: the teacher (:class:`TeacherConfig`).
+      meta: the meta-gradient loop (:class:`MetaConfig`).
     """
 
-    env: str = "inverted_pendulum"
+    env: str = field(default="inverted_pendulum", metadata={"choices": ENV_NAMES})
     episode_length: int = 0
-    seeds: int = 1
+    seeds: int = 4
     seed: int = 0
     num_envs: int = 1
     rollout_steps: int = 100
-    total_steps: int = 20_000
+    total_steps: int = 50_000
     log_every: int = 10
     eval_envs: int = 5
     checkpoint_every: int = 0

@@ -16,10 +16,12 @@ import time
 import jax
 import pytest
 
+import dataclasses
+
 import mjxmeta.cli
 import mjxmeta.trainer
-from mjxmeta.cli import build_parser, config_from_args, main
-from mjxmeta.config import Config, from_dict, to_dict
+from mjxmeta.cli import FLAGS, build_parser, config_from_args, main
+from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset, to_dict
 
 # A tiny meta run: K=2, T=50, H=50, E=1 -> 2*50 + 50*3 = 250 env steps per
 # iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points.
@@ -102,8 +104,13 @@ BAD_INPUT = [
     (["--batch-size", "0"], "'student.batch_size'"),
     (["--actor-lr", "nan"], "'student.actor_lr'"),
     (["--critic-lr", "inf"], "'student.critic_lr'"),
-    (["--env", "nope"], "argument --env: invalid choice: 'nope'"),
-    (["--teacher", "boltzmann"], "argument --teacher: invalid choice"),
+    (["--env", "nope"], "'env' = 'nope' is invalid: accepted one of ('pendulum'"),
+    (["--teacher", "boltzmann"], "'teacher.name' = 'boltzmann'"),
+    (["--student", "td4"], "'student.name' = 'td4'"),
+    (["--baseline", "mean"], "'teacher.baseline'"),
+    (["--teacher-ou-sigma", "0"], "'teacher.ou_sigma'"),
+    (["--teacher-min-log-std", "2"], "'teacher.min_log_std'"),
+    (["--visit-samples", "-1"], "'visit_samples'"),
     (["--seeds", "-1"], "'seeds'"),
     (["--seeds", "1.5"], "argument --seeds: invalid int value"),
     (["--hidden", "16,x"], "argument --hidden"),
@@ -153,3 +160,95 @@ def test_unwritable_run_dir_is_a_clean_error(where, tmp_path, monkeypatch, capsy
     assert "Traceback" not in err
     assert elapsed < 2.0
     assert blocker.read_text() == "not a directory"
+
+
+# ------------------------------------------------------- flags from the config
+def _leaf_fields(cls=Config, prefix=""):
+    """Dotted names of every leaf field of ``cls``, walked independently of the CLI."""
+    subs = {"student": StudentConfig, "teacher": TeacherConfig, "meta": MetaConfig}
+    out = []
+    for f in dataclasses.fields(cls):
+        if cls is Config and f.name in subs:
+            out += _leaf_fields(subs[f.name], f.name + ".")
+        else:
+            out.append(prefix + f.name)
+    return out
+
+
+def _get(config, dotted):
+    for part in dotted.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _other_value(flag):
+    """A valid value different from the field's default."""
+    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum"}
+    if flag.field in special:
+        return special[flag.field]
+    d = flag.default
+    if flag.choices:  # the only choice when there is one (student.name: ddpg)
+        return next((c for c in reversed(flag.choices) if c != d), d)
+    if isinstance(d, bool):
+        return not d
+    if isinstance(d, int):
+        return d + 1
+    if isinstance(d, float):
+        return d / 2 if d else 0.5
+    if isinstance(d, tuple):
+        return tuple(w + 1 for w in d)
+    raise AssertionError(f"no test value for {flag.field} = {d!r}")
+
+
+def _argv(flag, value):
+    if isinstance(value, bool):
+        return [flag.option if value else "--no-" + flag.option[2:]]
+    if isinstance(value, tuple):
+        return [flag.option, ",".join(map(str, value))]
+    return [flag.option, str(value)]
+
+
+def test_every_config_field_has_exactly_one_flag_with_help():
+    fields = _leaf_fields()
+    assert list(FLAGS) == fields  # every field, nothing else, in declaration order
+    options = [f.option for f in FLAGS.values()]
+    assert len(set(options)) == len(options)
+    help_text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()
+    for flag in FLAGS.values():
+        assert flag.help, f"{flag.field} has no line in its class docstring's Attributes section"
+        assert flag.option in help_text
+        assert _get(Config(), flag.field) == flag.default
+
+
+@pytest.mark.parametrize("field", _leaf_fields())
+def test_each_flag_round_trips_to_its_field(field):
+    """``--flag value`` alone -> Config with that field == value and every other field at its default."""
+    flag = FLAGS[field]
+    value = _other_value(flag)
+    assert value != flag.default or flag.choices == (flag.default,)
+    config = config_from_args(build_parser().parse_args(["train", *_argv(flag, value)]))
+    assert _get(config, field) == value and type(_get(config, field)) is type(value)
+    for other in FLAGS.values():
+        if other.field != field:
+            assert _get(config, other.field) == other.default, other.field
+
+
+def test_all_flags_at_once_round_trip_and_resume_keeps_unflagged_fields():
+    values = {f.field: _other_value(f) for f in FLAGS.values()}
+    argv = ["train"] + [x for f in FLAGS.values() for x in _argv(f, values[f.field])]
+    config = config_from_args(build_parser().parse_args(argv))
+    assert {k: _get(config, k) for k in values} == values
+    # --resume: the run's config with only the given flags applied.
+    resumed = config_from_args(build_parser().parse_args(["train", "--resume", "RUN", "--seeds", "7"]), base=config)
+    assert resumed == dataclasses.replace(config, seeds=7)
+
+
+def test_one_set_of_defaults():
+    """``mjxmeta train`` with no flags is ``Config()``: the main job (meta, inverted_pendulum, 4 seeds, 50k steps)."""
+    config = config_from_args(build_parser().parse_args(["train"]))
+    assert config == Config()
+    assert (config.teacher.name, config.env, config.seeds, config.total_steps) == ("meta", "inverted_pendulum", 4,
+                                                                                   50_000)
+    assert Config().student == student_preset("baselines2017")
+    modern = config_from_args(build_parser().parse_args(["train", "--preset", "modern", "--tau", "0.02"]))
+    assert modern.student == student_preset("modern", tau=0.02)
