@@ -1,26 +1,28 @@
-"""The host loop of a training run: chunks, logging, evaluation, checkpoints.
+"""The host loop of a training run: chunks, evaluation, the non-finite guard, checkpoints.
 
 Python runs only here, between jitted scan chunks of ``config.log_every``
-iterations: it evaluates the student, appends ``metrics.jsonl`` rows, saves
-Orbax checkpoints, checks every seed for non-finite values and shows progress.
+iterations: it evaluates the student, checks every seed for non-finite values,
+hands the chunk's metric rows to the sinks (:mod:`mjxmeta.sinks`: JSONL,
+TensorBoard, progress bar, visitation dumps) and saves Orbax checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from mjxmeta import sinks
 from mjxmeta.config import Config, ConfigError, from_dict, to_dict
 
 METRICS = "metrics.jsonl"
 CONFIG = "config.json"
-VISITS = "visitation"  # RUN/visitation/iter_<iteration>.npy: (S, samples, obs_size) D0 observations
 TENSORBOARD = "tensorboard"
 
 
@@ -82,27 +84,6 @@ def load_config(run_dir: Path) -> Config:
     return from_dict(json.loads((run_dir / CONFIG).read_text()))
 
 
-def _read_rows(path: Path, max_iteration: int) -> list[str]:
-    """Complete JSON lines with iteration <= max_iteration (drops a torn last line)."""
-    if not path.exists():
-        return []
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if row.get("iteration", 0) <= max_iteration:
-            keep.append(line)
-    return keep
-
-
-def _rewrite(path: Path, lines: Sequence[str]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in lines))
-    os.replace(tmp, path)
-
-
 # ------------------------------------------------------------------ checks
 def _finite_flags(state, metrics, returns):
     import jax
@@ -157,24 +138,65 @@ def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk
 
 
 # -------------------------------------------------------------------- loop
-def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool = True) -> list[float]:
+def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndarray, env_steps: np.ndarray,
+                wall: float) -> list[dict[str, Any]]:
+    """One row per seed from a chunk's host arrays.
+
+    Args:
+      metrics: {name: (S, log_every)} per-iteration scalars; a row holds their
+        chunk mean (``teacher_log_std``: its last value).
+      returns: (S, eval_envs) evaluation returns; a row holds their mean.
+      env_steps: (S,) env steps done.
+      wall: seconds since the run started (across resumes).
+    """
+    rows = []
+    for s in range(returns.shape[0]):
+        row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
+               "eval_return": float(np.mean(returns[s])), "wall_s": round(wall, 3)}
+        for k, v in metrics.items():
+            row[k] = float(v[s, -1]) if k == "teacher_log_std" else float(np.mean(v[s]))
+        rows.append(row)
+    return rows
+
+
+def default_sinks(config: Config, run_dir: Path, start_chunk: int, total_chunks: int, progress: bool
+                  ) -> sinks.Fanout:
+    """metrics.jsonl, TensorBoard, visitation dumps (if ``visit_samples``) and the progress bar of a run.
+
+    On resume (``start_chunk`` > 0) the JSONL rows and TensorBoard events
+    logged after the checkpoint are dropped.
+    """
+    steps_per_chunk = config.steps_per_iteration * config.log_every
+    resumed = start_chunk * config.log_every if start_chunk else None
+    out: list[sinks.Sink] = [
+        sinks.JsonlSink(run_dir / METRICS, keep_through=resumed),
+        sinks.TensorBoardSink(run_dir / TENSORBOARD, purge_step=start_chunk * steps_per_chunk + 1 if start_chunk else None),
+    ]
+    if config.visit_samples:
+        out.append(sinks.VisitationSink(run_dir))
+    out.append(sinks.ProgressBar(total_chunks * steps_per_chunk, start_chunk * steps_per_chunk, enabled=progress))
+    return sinks.Fanout(out)
+
+
+def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
+          progress_fn: sinks.Sink | None = None) -> list[float]:
     """Runs (or resumes) a training job in ``run_dir``.
 
-    Writes ``config.json``, appends ``metrics.jsonl`` (one row per log point per
-    seed), saves checkpoints every ``config.checkpoint_every`` iterations and
-    at the end (under ``run_dir/checkpoints``).
+    Writes ``config.json``, hands every log point (one row per seed) to
+    ``progress_fn`` (default :func:`default_sinks`: ``metrics.jsonl``,
+    TensorBoard, visitation dumps, progress bar), saves checkpoints every
+    ``config.checkpoint_every`` iterations and at the end (under
+    ``run_dir/checkpoints``).
 
     Returns:
       final eval return (mean over eval envs) per seed.
 
     Raises:
       ResumeError: ``resume`` and the saved config differs (besides total_steps).
-      NonFiniteError: a seed produced NaN/Inf; the state of that chunk is not saved.
+      NonFiniteError: a seed produced NaN/Inf; the state of that chunk is not
+        saved and reaches no sink.
     """
     import jax
-    import numpy as np
-    from tensorboardX import SummaryWriter
-    from tqdm import tqdm
 
     from mjxmeta.checkpoint import Checkpointer
     from mjxmeta.trainer import Trainer
@@ -194,74 +216,47 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     ckpt = Checkpointer(run_dir, config.keep)
     start_chunk = 0
     t_offset = 0.0
-    metrics_path = run_dir / METRICS
     if resume and ckpt.latest_step() is not None:
         state, record = ckpt.restore(abstract)
         start_chunk = record["chunk"]
         t_offset = record["wall_s"]
-        _rewrite(metrics_path, _read_rows(metrics_path, record["iteration"]))
         print(f"resumed {run_dir} at iteration {record['iteration']} ({record['env_steps']} env steps)",
               file=sys.stderr)
     else:
         if resume:
             print(f"no complete checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
-        _rewrite(metrics_path, [])
         state = trainer.shard(trainer.init_seeds(trainer.seed_keys()))
 
-    steps_per_chunk = config.steps_per_iteration * config.log_every
     n_chunks = trainer.num_chunks
     final: list[float] = []
     if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
         returns = trainer.evaluate_seeds(state, trainer.eval_keys(start_chunk * config.log_every))
         final = [float(np.mean(r)) for r in jax.device_get(returns)]
     t0 = time.time() - t_offset
-    if config.visit_samples:
-        (run_dir / VISITS).mkdir(exist_ok=True)
-    # TensorBoard's x axis is env steps; on resume, events after the checkpoint are purged.
-    writer = SummaryWriter(str(run_dir / TENSORBOARD),
-                           purge_step=start_chunk * steps_per_chunk + 1 if start_chunk else None)
+    if progress_fn is None:
+        progress_fn = default_sinks(config, run_dir, start_chunk, n_chunks, progress)
     try:
-        with open(metrics_path, "a") as log, tqdm(total=n_chunks * steps_per_chunk, initial=start_chunk * steps_per_chunk,
-                                                 unit="step", disable=not progress, dynamic_ncols=True,
-                                                 file=sys.stderr) as bar:
-            for chunk in range(start_chunk, n_chunks):
-                tc = time.time()
-                state, metrics = trainer.run_chunk(state)
-                iteration = (chunk + 1) * config.log_every
-                returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
-                problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
-                                           iteration - config.log_every, iteration)
-                if problem:
-                    last = ckpt.latest_step()
-                    raise NonFiniteError(f"{problem}; stopping without saving this state. Last good checkpoint: "
-                                         f"{'none' if last is None else f'iteration {last}'} in {ckpt.directory}")
-                metrics, returns, env_steps, visits = jax.device_get(
-                    (metrics, returns, state.env_steps, state.visits))
-                wall = time.time() - t0
-                final = [float(np.mean(r)) for r in returns]
-                for s in range(config.seeds):
-                    row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
-                           "eval_return": final[s], "wall_s": round(wall, 3)}
-                    for k, v in metrics.items():
-                        row[k] = float(v[s, -1]) if k == "teacher_log_std" else float(np.mean(v[s]))
-                    log.write(json.dumps(row) + "\n")
-                    for k, v in row.items():
-                        if k not in ("env_steps", "iteration", "seed"):
-                            writer.add_scalar(f"seed_{s}/{k}", v, int(env_steps[s]))
-                log.flush()
-                writer.flush()
-                if config.visit_samples:
-                    np.save(run_dir / VISITS / f"iter_{iteration:07d}.npy", visits.astype(np.float32))
-                last_chunk = chunk + 1 == n_chunks
-                if last_chunk or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
-                    ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1,
-                                                 "env_steps": int(env_steps[0]), "wall_s": wall})
-                bar.update(steps_per_chunk)
-                bar.set_postfix(ret=f"{np.mean(final):.1f}",
-                                sps=f"{config.seeds * steps_per_chunk / (time.time() - tc):.0f}",
-                                meta_r=f"{np.mean(metrics['meta_reward']):.2f}")
+        for chunk in range(start_chunk, n_chunks):
+            state, metrics = trainer.run_chunk(state)
+            iteration = (chunk + 1) * config.log_every
+            returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
+            problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
+                                       iteration - config.log_every, iteration)
+            if problem:
+                last = ckpt.latest_step()
+                raise NonFiniteError(f"{problem}; stopping without saving this state. Last good checkpoint: "
+                                     f"{'none' if last is None else f'iteration {last}'} in {ckpt.directory}")
+            metrics, returns, env_steps, visits = jax.device_get(
+                (metrics, returns, state.env_steps, state.visits))
+            wall = time.time() - t0
+            rows = metric_rows(iteration, metrics, returns, env_steps, wall)
+            final = [row["eval_return"] for row in rows]
+            progress_fn(iteration, rows, visits if config.visit_samples else None)
+            if chunk + 1 == n_chunks or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
+                ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1,
+                                             "env_steps": int(env_steps[0]), "wall_s": wall})
     finally:
-        writer.close()
+        progress_fn.close()
         ckpt.close()
     return final
 

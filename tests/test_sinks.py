@@ -1,0 +1,134 @@
+"""Each sink of :mod:`mjxmeta.sinks` alone, fed hand-made log points (no JAX, no training)."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from mjxmeta import sinks
+from mjxmeta.run import metric_rows
+from mjxmeta.visitation import load_visits
+
+
+def rows_at(iteration: int, seeds: int = 2, steps_per_iteration: int = 100) -> list[dict]:
+    return [{"env_steps": iteration * steps_per_iteration, "iteration": iteration, "seed": s,
+             "eval_return": float(10 * iteration + s), "wall_s": 0.5 * iteration, "meta_reward": 0.25 * s - 0.1}
+            for s in range(seeds)]
+
+
+# ---------------------------------------------------------------------- JSONL
+def test_jsonl_writes_one_line_per_row_and_truncates_a_fresh_run(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"iteration": 99, "seed": 0}\n')  # a stale file from an earlier run
+    sink = sinks.JsonlSink(path)
+    assert path.read_text() == ""
+    sink(1, rows_at(1))
+    sink(2, rows_at(2))
+    assert [json.loads(x) for x in path.read_text().splitlines()] == rows_at(1) + rows_at(2)  # flushed per call
+    sink.close()
+
+
+def test_jsonl_resume_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps(r) for i in (1, 2, 3) for r in rows_at(i)]
+    path.write_text("\n".join(lines) + '\n{"iteration": 4, "se')  # killed mid-write after iteration 3
+    sink = sinks.JsonlSink(path, keep_through=2)
+    sink(3, rows_at(3, seeds=1))
+    sink.close()
+    got = [json.loads(x) for x in path.read_text().splitlines()]
+    assert got == rows_at(1) + rows_at(2) + rows_at(3, seeds=1)
+
+
+# ---------------------------------------------------------------- TensorBoard
+def _scalars(logdir):
+    """(tag, step, value) of every scalar in the TFRecord event files of ``logdir``."""
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for f in sorted(logdir.glob("events.out.tfevents.*")):
+        data = f.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos:pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+            pos += 12 + length + 4
+            for v in event.summary.value:
+                out.append((v.tag, event.step, v.simple_value))
+    return out
+
+
+def test_tensorboard_logs_every_scalar_per_seed_against_env_steps(tmp_path):
+    sink = sinks.TensorBoardSink(tmp_path / "tb")
+    sink(1, rows_at(1))
+    sink(2, rows_at(2))
+    sink.close()
+    got = sorted(_scalars(tmp_path / "tb"))
+    want = sorted((f"seed_{r['seed']}/{k}", r["env_steps"], pytest.approx(r[k]))
+                  for i in (1, 2) for r in rows_at(i) for k in ("eval_return", "wall_s", "meta_reward"))
+    assert got == want  # env_steps, iteration and seed are coordinates, not scalars
+
+
+# --------------------------------------------------------------- progress bar
+def test_progress_bar_advances_by_env_steps_and_shows_return_and_meta_reward():
+    out = io.StringIO()
+    bar = sinks.ProgressBar(total=1000, initial=200, file=out)
+    bar(3, rows_at(3))
+    assert bar.bar.n == 300
+    bar(5, rows_at(5))
+    assert bar.bar.n == 500
+    text = str(bar.bar)
+    assert "ret=50.5" in text and "meta_r=0.02" in text and "500/1000" in text
+    bar.close()
+    silent = io.StringIO()
+    off = sinks.ProgressBar(total=10, enabled=False, file=silent)
+    off(1, rows_at(1))
+    off.close()
+    assert silent.getvalue() == ""
+
+
+# ----------------------------------------------------------------- visitation
+def test_visitation_dumps_float32_arrays_that_load_visits_reads_back(tmp_path):
+    sink = sinks.VisitationSink(tmp_path)
+    a = np.arange(2 * 3 * 4, dtype=np.float64).reshape(2, 3, 4)
+    sink(10, rows_at(10), a)
+    sink(20, rows_at(20), a + 1)
+    sink(30, rows_at(30), None)  # visitation disabled: nothing written
+    sink.close()
+    got = load_visits(tmp_path)
+    assert [i for i, _ in got] == [10, 20]
+    assert got[0][1].dtype == np.float32 and np.array_equal(got[1][1], (a + 1).astype(np.float32))
+
+
+def test_fanout_calls_every_sink_in_order_then_closes_them():
+    calls = []
+
+    class Probe:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, iteration, rows, visits=None):
+            calls.append((self.name, iteration, len(rows), visits))
+
+        def close(self):
+            calls.append((self.name, "closed"))
+
+    fan = sinks.Fanout([Probe("a"), Probe("b")])
+    fan(4, rows_at(4), "v")
+    fan.close()
+    assert calls == [("a", 4, 2, "v"), ("b", 4, 2, "v"), ("a", "closed"), ("b", "closed")]
+
+
+def test_metric_rows_average_a_chunk_and_keep_the_last_teacher_log_std():
+    metrics = {"critic_loss": np.array([[1.0, 3.0], [5.0, 7.0]]), "teacher_log_std": np.array([[-1.0, -2.0],
+                                                                                                [-3.0, -4.0]])}
+    rows = metric_rows(2, metrics, np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), np.array([500, 500]), 1.23456)
+    assert rows == [
+        {"env_steps": 500, "iteration": 2, "seed": 0, "eval_return": 2.0, "wall_s": 1.235, "critic_loss": 2.0,
+         "teacher_log_std": -2.0},
+        {"env_steps": 500, "iteration": 2, "seed": 1, "eval_return": 5.0, "wall_s": 1.235, "critic_loss": 6.0,
+         "teacher_log_std": -4.0},
+    ]
