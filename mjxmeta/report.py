@@ -384,8 +384,8 @@ def summary_table(env: str, groups: Sequence[Group], reps: int = 2000, last: int
         lines += ["", f"**Warning:** final points lie at {min(ends)}..{max(ends)} env steps (more than 5 % apart); "
                       "final scores and P(X > gaussian) then compare different budgets."]
     if env in PAPER_TABLE:
-        name, meta, ddpg = PAPER_TABLE[env]
-        lines += ["", f"Paper (Xu et al. 2018, {name}, gym of 2018, mean ± sd): Meta {meta}, DDPG {ddpg}. "
+        name, meta_score, ddpg_score = PAPER_TABLE[env]
+        lines += ["", f"Paper (Xu et al. 2018, {name}, gym of 2018, mean ± sd): Meta {meta_score}, DDPG {ddpg_score}. "
                       "Brax/MJX ports differ: compare directions and ratios, not absolute numbers."]
     return "\n".join(lines) + "\n"
 
