@@ -1,13 +1,13 @@
 """The meta-policy gradient (Xu, Liu, Zhao, Peng, ICML 2018).
 
-Equation numbers refer to the paper's slides (``shared/papers``):
+Equation numbers follow the authors' ICML 2018 slides (docs/algorithm.md):
 
 * look-ahead          pi' = DDPG(pi, D0)                      (Algorithm 1, line 3)
 * meta-reward         R(pi, D0) = R-hat(pi') - R-hat(pi)       (eq. 1)
 * meta-gradient       grad J = E_{D0 ~ pi_e}[R(pi, D0) sum_t grad log pi_e(a_t|s_t)]   (eq. 2)
 
-With K candidate D0 batches (``shared/ALGORITHM.md``, "K candidate D0
-batches"):
+With K candidate D0 batches (docs/algorithm.md, "The estimator: K
+candidate D0 batches"):
 
     g = 1/K sum_k (R_k - b_k) sum_t grad log pi_e(a^k_t | s^k_t),
     b_k = mean_{j != k} R_j           (leave-one-out, K >= 2),

@@ -9,7 +9,7 @@
   and the probability of improvement of each teacher over the ``gaussian``
   (plain DDPG + Gaussian action noise) baseline with its 95 % bootstrap CI;
 * ``learning_curves_env_steps.png`` and ``learning_curves_wall_s.png``: eval
-  return vs. *all* env steps (D0 + D1 + R̂ rollouts, ``shared/ALGORITHM.md``
+  return vs. *all* env steps (D0 + D1 + R̂ rollouts, docs/algorithm.md,
   "Step accounting") and vs. wall-clock seconds; one panel per env, one line
   per teacher: the IQM over seeds at every log point with a 95 % CI band;
 * ``meta_teachers.png`` (if any meta teacher ran): meta-reward
@@ -71,7 +71,7 @@ RETURN_LABEL = "eval return (deterministic student)"
 # Config fields that may differ between runs pooled into one line (more seeds of one setting).
 _POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep")
 
-# The paper's table (shared/ALGORITHM.md; gym envs of 2018): env -> (Meta, DDPG) as "mean ± sd".
+# The paper's table (Xu et al. 2018; docs/algorithm.md, "The paper's table"; gym envs of 2018): env -> (Meta, DDPG) as "mean ± sd".
 PAPER_TABLE = {
     "inverted_double_pendulum": ("InvertedDoublePendulum-v1", "7718 ± 277", "2795 ± 1325"),
     "inverted_pendulum": ("InvertedPendulum-v1", "745 ± 27", "499 ± 23"),

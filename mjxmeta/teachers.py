@@ -3,7 +3,7 @@
 All actions live in the normalized action space [-1, 1]^A. A teacher draws an
 *unclipped* sample ``raw``; the env executes ``clip(raw, -1, 1)``; the
 log-probability used by the meta-policy gradient is that of ``raw``
-(``shared/ALGORITHM.md``, "Teacher variants").
+(docs/algorithm.md, "Teachers").
 
 =================  ====================================  ============================
 name               pi_e(a | s)                           learned by the meta-gradient

@@ -78,7 +78,7 @@ def test_no_recompile_and_stable_leaf_types():
 
 # ------------------------------------------------ (b) vmap == single-seed runs
 # XLA-CPU reductions differ in the last bits with batch shape (vmapped dots are
-# batched matmuls), and the differences grow with training; see STACK_NOTES.md.
+# batched matmuls), and the differences grow with training.
 # Measured with META_CFG after 4 iterations (400 student + 4x2x25 look-ahead
 # updates), max |single - vmapped| over 3 seeds: student params <= 1.1e-6,
 # critic Adam moments <= 9e-5, replay data <= 1e-5, teacher params <= 2e-5
