@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
-                            field_docs, student_preset, validate)
+                            field_docs, replace_field, student_preset, validate)
 from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                          load_config, prepare_run_dir, train)
 
@@ -56,16 +56,9 @@ _PARSERS = {int: int, float: float, str: str, tuple[int, ...]: _widths}
 
 @dataclasses.dataclass(frozen=True)
 class Flag:
-    """One ``mjxmeta train`` flag generated from a config field.
-
-    Attributes:
-      field: dotted config field, e.g. ``"student.batch_size"``.
-      option: the flag, e.g. ``"--batch-size"``.
-      type: the field's annotation (int, float, str, bool, tuple[int, ...]).
-      default: the field's default in :class:`mjxmeta.config.Config`.
-      help: the field's text in its class docstring.
-      choices: accepted names (shown in the help; ``validate`` enforces them).
-    """
+    """One ``mjxmeta train`` flag: its dotted config ``field``, ``option`` (e.g. ``--batch-size``), the
+    field's annotation ``type``, ``default`` and docstring ``help``, and ``choices`` (shown in the help;
+    ``validate`` enforces them)."""
 
     field: str
     option: str
@@ -78,24 +71,18 @@ class Flag:
 def _flags() -> dict[str, Flag]:
     """{dotted field: Flag} for every leaf field of :class:`Config`, in declaration order."""
     out: dict[str, Flag] = {}
-
-    def add(cls, prefix_field: str, prefix_flag: str, instance):
+    classes = [(Config, "", "", Config())] + [(cls, name + ".", prefix, getattr(Config(), name))
+                                              for name, (cls, prefix) in _SUBCONFIGS.items()]
+    for cls, dotted, prefix, defaults in classes:
         hints, docs = typing.get_type_hints(cls), field_docs(cls)
         for f in dataclasses.fields(cls):
-            if f.name in _SUBCONFIGS and cls is Config:
-                sub, sub_flag = _SUBCONFIGS[f.name]
-                add(sub, f"{f.name}.", sub_flag, getattr(instance, f.name))
-                continue
-            option = "--" + f.metadata.get("flag", prefix_flag + f.name.replace("_", "-"))
-            out[prefix_field + f.name] = Flag(prefix_field + f.name, option, hints[f.name],
-                                              getattr(instance, f.name), docs.get(f.name, ""),
-                                              f.metadata.get("choices"))
-
-    add(Config, "", "", Config())
+            if cls is not Config or f.name not in _SUBCONFIGS:
+                option = "--" + f.metadata.get("flag", prefix + f.name.replace("_", "-"))
+                out[dotted + f.name] = Flag(dotted + f.name, option, hints[f.name], getattr(defaults, f.name),
+                                            docs.get(f.name, ""), f.metadata.get("choices"))
     options = [f.option for f in out.values()]
-    dupes = sorted({o for o in options if options.count(o) > 1})
-    if dupes:
-        raise RuntimeError(f"config fields generate the same flag: {dupes}")
+    if len(set(options)) < len(options):
+        raise RuntimeError(f"two config fields generate the same flag: {sorted(options)}")
     return out
 
 
@@ -170,13 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _with_field(config: Config, dotted: str, value: Any) -> Config:
-    if "." in dotted:
-        sub, name = dotted.split(".")
-        return dataclasses.replace(config, **{sub: dataclasses.replace(getattr(config, sub), **{name: value})})
-    return dataclasses.replace(config, **{dotted: value})
-
-
 def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Config:
     """Builds and validates the Config from parsed ``train`` arguments.
 
@@ -194,7 +174,7 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
         config = dataclasses.replace(config, student=student_preset(preset, name=config.student.name))
     for dest, value in vars(a).items():
         if dest in FLAGS:
-            config = _with_field(config, dest, value)
+            config = replace_field(config, dest, value)
     return validate(config)
 
 

@@ -442,6 +442,14 @@ def validate(config: Config) -> Config:
 # (de)serialization for config.json
 
 
+def replace_field(config: Config, dotted: str, value: Any) -> Config:
+    """``config`` with the field ``dotted`` (e.g. ``"seeds"`` or ``"student.tau"``) set to ``value``; not validated."""
+    if "." in dotted:
+        sub, name = dotted.split(".")
+        return dataclasses.replace(config, **{sub: dataclasses.replace(getattr(config, sub), **{name: value})})
+    return dataclasses.replace(config, **{dotted: value})
+
+
 def to_dict(config: Config) -> dict[str, Any]:
     """JSON-ready dict of ``config`` (tuples become lists)."""
     return dataclasses.asdict(config)
