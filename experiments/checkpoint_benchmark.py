@@ -19,7 +19,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mjxmeta.checkpoint import Checkpointer
+from mjxmeta.checkpoint import CHECKPOINTS, Checkpointer
 from mjxmeta.config import Config, TeacherConfig, student_preset
 from mjxmeta.trainer import Trainer
 
@@ -59,7 +59,7 @@ def main() -> None:
         t_block = time.perf_counter() - t0
         ckpt.wait()
         t_total = time.perf_counter() - t0
-        disk = dir_bytes(Path(d) / "checkpoints")
+        disk = dir_bytes(Path(d) / CHECKPOINTS)
         t0 = time.perf_counter()
         restored, _ = ckpt.restore(trainer.abstract_state())
         jax.block_until_ready(restored)

@@ -1,9 +1,18 @@
-"""Whole-state checkpoints with Orbax (``CheckpointManager``, ``ocp.args`` API).
+"""Whole-state checkpoints with Orbax (``CheckpointManager``, ``ocp.args`` API), verified on restore.
 
 A checkpoint holds every leaf of the batched :class:`mjxmeta.trainer.TrainState`
 (networks, optimizer states, teacher, replay buffer and cursors, env states of
 the teacher envs, PRNG keys, normalizer statistics, baselines, counters) plus a
-small JSON record (iteration, env steps, chunk).
+small JSON record (iteration, env steps, chunk, the full config of the run).
+
+Integrity: :meth:`Checkpointer.save` adds to the record ``arrays_sha256``, the
+SHA-256 of every saved array's name, dtype, shape and bytes (computed on the
+host from the very arrays handed to Orbax), and ``record_sha256`` over the rest
+of the record (config included). :meth:`Checkpointer.restore` recomputes both
+from what it read and raises :class:`CheckpointCorrupt` on a mismatch, as it
+does for anything Orbax/TensorStore cannot read (truncated or missing files).
+:meth:`Checkpointer.restore_verified` walks back from the latest step to the
+newest checkpoint that verifies, saying in one line which ones failed.
 
 MJX ``Data`` holds zero-size arrays (e.g. ``act`` of shape (N, 0)) that Orbax
 refuses to save. They carry no data, so they are handled structurally: the
@@ -18,13 +27,21 @@ complete, so a process killed mid-save leaves the previous checkpoints intact;
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+
+from mjxmeta.rundir import CHECKPOINTS, FAILED_CHECKPOINTS
 
 
 def _flat(tree) -> tuple[dict[str, Any], list[str], Any]:
@@ -37,6 +54,78 @@ def _saved_part(flat: dict[str, Any]) -> dict[str, Any]:
     return {n: x for n, x in flat.items() if int(np.prod(x.shape)) > 0}
 
 
+DIGEST = "arrays_sha256"
+RECORD_DIGEST = "record_sha256"
+
+
+class CheckpointCorrupt(RuntimeError):
+    """A checkpoint cannot be read or fails verification; ``str()`` is one line naming step and reason."""
+
+    def __init__(self, step: int, directory: Path, reason: str):
+        self.step = step
+        super().__init__(f"checkpoint {step} in {directory} failed verification: {reason}")
+
+
+class CheckpointWriteError(OSError):
+    """An OS error (disk full, unwritable or vanished directory, ...) while writing a checkpoint."""
+
+
+def arrays_digest(flat: dict[str, Any]) -> str:
+    """SHA-256 (hex) over ``{name: array}`` in name order: name, dtype, shape and raw bytes of each.
+
+    Typed PRNG keys are hashed through ``jax.random.key_data``. Independent
+    of sharding and device count (the arrays are fetched whole to the host).
+    """
+    names = sorted(flat)
+    arrays = [flat[n] for n in names]
+    arrays = [jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x for x in arrays]
+    h = hashlib.sha256()
+    for name, a in zip(names, jax.device_get(arrays)):
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``record`` without its ``record_sha256`` field."""
+    body = {k: v for k, v in record.items() if k != RECORD_DIGEST}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def _one_line(e: BaseException, limit: int = 240) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+class _QuietOrbaxIOErrors(logging.Filter):
+    """Drops Orbax's multi-page tracebacks of I/O errors in its save threads.
+
+    :meth:`Checkpointer.save` / :meth:`Checkpointer.wait` re-raise the same
+    error as one :class:`CheckpointWriteError` line; other records pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "orbax" not in record.pathname or record.levelno < logging.ERROR:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return exc is None or os_error_in(exc) is None
+
+
+logging.getLogger("absl").addFilter(_QuietOrbaxIOErrors())
+
+
+def os_error_in(e: BaseException) -> OSError | None:
+    """The first OSError in ``e``'s cause/context chain (Orbax re-raises I/O errors of its threads)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 class Checkpointer:
     """Saves and restores the batched train state under ``run_dir/checkpoints``.
 
@@ -45,34 +134,76 @@ class Checkpointer:
       keep: number of most recent checkpoints kept (``max_to_keep``).
     """
 
-    def __init__(self, run_dir: str | Path, keep: int = 3):
-        self.directory = Path(run_dir).absolute() / "checkpoints"
-        self.manager = ocp.CheckpointManager(
+    def __init__(self, run_dir: str | Path, keep: int = 3, read_only: bool = False):
+        self.directory = Path(run_dir).absolute() / CHECKPOINTS
+        self.read_only = read_only
+        # read_only (eval, render, reading configs): never creates checkpoints/; never saves, so never deletes.
+        self.manager = None if read_only and not self.directory.is_dir() else ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, enable_async_checkpointing=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                                 enable_async_checkpointing=True),
         )
 
     def save(self, step: int, state, record: dict[str, Any]) -> None:
         """Starts an asynchronous save of ``state`` at ``step`` (an iteration count).
 
-        ``record`` is a JSON-serializable dict saved beside it.
+        ``record`` is a JSON-serializable dict saved beside it; the array and
+        record checksums are added to it.
+
+        Raises:
+          CheckpointWriteError: an OS error of this or the previous (async) save.
         """
+        if self.read_only:
+            raise RuntimeError(f"{self.directory} was opened read-only")
         flat, _, _ = _flat(state)
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_saved_part(flat)), record=ocp.args.JsonSave(record)))
+        saved = _saved_part(flat)
+        record = {**record, DIGEST: arrays_digest(saved)}
+        record[RECORD_DIGEST] = record_digest(record)
+        self._io(step, lambda: self.manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(saved), record=ocp.args.JsonSave(record))))
+
+    def _io(self, step: int | None, fn: Callable[[], Any]) -> Any:
+        try:
+            return fn()
+        except Exception as e:
+            err = os_error_in(e)
+            if err is None:
+                raise
+            where = err.filename or self.directory
+            raise CheckpointWriteError(err.errno, f"cannot write a checkpoint to {where}: {err.strerror or err} "
+                                       f"(the checkpoints before it are intact: {self.all_steps()})") from e
 
     def wait(self) -> None:
-        """Blocks until pending saves are complete on disk."""
-        self.manager.wait_until_finished()
+        """Blocks until pending saves are complete on disk.
+
+        Raises:
+          CheckpointWriteError: an OS error of a pending save.
+        """
+        if self.manager is not None:
+            self._io(None, self.manager.wait_until_finished)
 
     def latest_step(self) -> int | None:
-        return self.manager.latest_step()
+        return None if self.manager is None else self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
-        return sorted(self.manager.all_steps())
+        return [] if self.manager is None else sorted(self.manager.all_steps())
+
+    def read_record(self, step: int) -> dict[str, Any]:
+        """The JSON record of ``step`` without reading its arrays (checksum of the record verified).
+
+        Raises:
+          CheckpointCorrupt: unreadable or does not match its ``record_sha256``.
+        """
+        try:
+            record = dict(self.manager.restore(step, args=ocp.args.Composite(record=ocp.args.JsonRestore()))["record"])
+        except Exception as e:  # Orbax/TensorStore raise many types for a damaged step
+            raise CheckpointCorrupt(step, self.directory, _one_line(e)) from e
+        if RECORD_DIGEST in record and record[RECORD_DIGEST] != record_digest(record):
+            raise CheckpointCorrupt(step, self.directory, "its record (iteration, config) does not match its checksum")
+        return record
 
     def restore(self, abstract_state, step: int | None = None):
-        """Restores the state saved at ``step`` (default: latest) into the structure of ``abstract_state``.
+        """Restores and verifies the state saved at ``step`` (default: latest) into ``abstract_state``'s structure.
 
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` (with shardings
@@ -84,15 +215,26 @@ class Checkpointer:
 
         Raises:
           FileNotFoundError: if there is no (complete) checkpoint.
+          CheckpointCorrupt: the checkpoint cannot be read, or its arrays or
+            record do not match the checksums saved with it. Checkpoints of
+            older versions (no checksum) restore unverified, with a note on stderr.
         """
         step = self.latest_step() if step is None else step
-        if step is None or step not in self.manager.all_steps():
+        if step is None or step not in self.all_steps():
             raise FileNotFoundError(f"no complete checkpoint{'' if step is None else f' at step {step}'} in "
                                     f"{self.directory}; available steps: {self.all_steps()}")
+        record = self.read_record(step)
         flat, names, treedef = _flat(abstract_state)
-        restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(_saved_part(flat)), record=ocp.args.JsonRestore()))
-        values = restored["state"]
+        try:
+            values = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(_saved_part(flat))))["state"]
+        except Exception as e:
+            raise CheckpointCorrupt(step, self.directory, _one_line(e)) from e
+        if DIGEST not in record:
+            print(f"mjxmeta: note: checkpoint {step} in {self.directory} has no checksum (written by an older "
+                  "version); restored unverified", file=sys.stderr)
+        elif arrays_digest(dict(values)) != record[DIGEST]:
+            raise CheckpointCorrupt(step, self.directory, "its arrays do not match their checksum")
 
         def leaf(name):
             if name in values:
@@ -101,8 +243,72 @@ class Checkpointer:
             return jax.device_put(jnp.zeros(a.shape, a.dtype), getattr(a, "sharding", None))
 
         state = jax.tree_util.tree_unflatten(treedef, [leaf(n) for n in names])
-        return state, dict(restored["record"])
+        return state, record
+
+    def restore_verified(self, abstract_state, step: int | None = None, say: Callable[[str], None] | None = None,
+                         set_aside: bool = False):
+        """:meth:`restore` with fallback: the newest checkpoint at or before ``step`` that verifies.
+
+        Each checkpoint that fails is reported in one line through ``say``
+        (default: stderr), and so is the one used instead. With ``set_aside``
+        (a run that will save again) the failed checkpoints newer than it are
+        moved to ``RUN/failed_checkpoints/`` (kept for inspection, never
+        deleted), so the new saves of those steps are not skipped by Orbax.
+
+        Returns:
+          (state, record) of the newest verified checkpoint.
+
+        Raises:
+          FileNotFoundError: there is no (complete) checkpoint at or before ``step``.
+          CheckpointCorrupt: none of them verifies (the message lists them).
+        """
+        say = say or (lambda m: print(f"mjxmeta: {m}", file=sys.stderr))
+        steps = [s for s in reversed(self.all_steps()) if step is None or s <= step]
+        if not steps:
+            raise FileNotFoundError(f"no complete checkpoint{'' if step is None else f' at or before {step}'} in "
+                                    f"{self.directory}; available steps: {self.all_steps()}")
+        failed = []
+        for s in steps:
+            try:
+                out = self.restore(abstract_state, s)
+            except CheckpointCorrupt as e:
+                say(str(e))
+                failed.append(s)
+                continue
+            if failed:
+                say(f"using checkpoint {s} (verified) instead of {failed[0]}")
+            if set_aside and failed:
+                self._set_aside(failed, say)
+            return out
+        raise CheckpointCorrupt(failed[0], self.directory,
+                                f"and so did every older one ({failed[1:]}); no verified checkpoint to restore")
+
+    def _set_aside(self, steps: list[int], say: Callable[[str], None]) -> None:
+        aside = self.directory.parent / FAILED_CHECKPOINTS
+        aside.mkdir(exist_ok=True)
+        for s in steps:
+            target = aside / f"{s}.{time.strftime('%Y%m%d-%H%M%S')}"
+            os.rename(self.directory / str(s), target)
+            say(f"moved failed checkpoint {s} to {target}")
+        self.manager.reload()
+
+    def latest_verified(self, abstract_state) -> int | None:
+        """Step of the newest checkpoint on disk that verifies (None if there is none); reads quietly.
+
+        Waits for pending saves first.
+        """
+        self.wait()
+        for s in reversed(self.all_steps()):
+            try:
+                self.restore(abstract_state, s)
+                return s
+            except CheckpointCorrupt:
+                continue
+        return None
 
     def close(self) -> None:
-        self.wait()
-        self.manager.close()
+        if self.manager is not None:
+            try:
+                self.wait()
+            finally:
+                self.manager.close()

@@ -17,8 +17,13 @@ CIs) and learning-curve PNGs; see :mod:`mjxmeta.report`.
 the teacher) and writes ``FILE.mp4``/``.gif`` (MuJoCo offscreen, headless EGL)
 and with ``--html``/``--offline`` Brax's viewer ``FILE.html``; see :mod:`mjxmeta.render`.
 
-Exit codes: 0 done, 2 invalid input (message names the field), 3 non-finite
-values (message names seed, iteration and quantity), 4 resume refused.
+Exit codes: 0 done, 2 invalid input (message names the field) or run
+directory refused (holds a run, or locked by another train process), 3
+non-finite values (message names seed, iteration and quantity), 4 resume
+refused (config differs or does not parse), 5 an OS error writing the run
+(disk full, unwritable directory; earlier checkpoints stay intact), 6 no
+checkpoint passes verification, 130/143 stopped by SIGINT/SIGTERM after a
+final checkpoint. The README's "Reliability" section lists the guarantees.
 """
 
 from __future__ import annotations
@@ -32,9 +37,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
-                            field_docs, replace_field, student_preset, validate)
+                            check_explicit_fields, executed_iterations, field_docs, replace_field, student_preset,
+                            validate)
 from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                          load_config, prepare_run_dir, train)
+
+# Exit codes (README, "Reliability"); a signal stop exits with 128 + the signal (130 SIGINT, 143 SIGTERM).
+EXIT_INVALID, EXIT_NONFINITE, EXIT_RESUME, EXIT_OS_ERROR, EXIT_NO_VERIFIED = 2, 3, 4, 5, 6
 
 __all__ = ["FLAGS", "build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
 
@@ -122,10 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "anything compiles.")
     t.add_argument("--preset", default=argparse.SUPPRESS, choices=PRESET_NAMES,
                    help="student hyperparameter preset (default: baselines2017); the student flags override it")
-    t.add_argument("--run-dir", default=None, help="default: checkpoints/<env>-<teacher>-<time>")
-    t.add_argument("--resume", metavar="RUN", default=None,
-                   help="continue the run in RUN; flags not given keep RUN's values, only --total-steps may differ")
-    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run = t.add_argument_group("run directory (command line only; not config fields)")
+    run.add_argument("--run-dir", default=None, help="where the run is written (default: checkpoints/<env>-<teacher>-<time>)")
+    run.add_argument("--resume", metavar="RUN", default=None,
+                     help="continue the run in RUN; flags not given keep RUN's values, only --total-steps may differ")
+    run.add_argument("--overwrite", action="store_true",
+                     help="if --run-dir holds a run, move it aside to RUN.old-<time> (nothing is deleted) and start "
+                          "afresh (default: off: such a directory is refused with exit code 2)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     _add_config_flags(t)
     e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
     e.add_argument("run", help="run directory")
@@ -172,41 +185,70 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
     config = Config() if base is None else base
     if preset is not None:
         config = dataclasses.replace(config, student=student_preset(preset, name=config.student.name))
-    for dest, value in vars(a).items():
-        if dest in FLAGS:
-            config = replace_field(config, dest, value)
-    return validate(config)
+    given = [dest for dest in vars(a) if dest in FLAGS]
+    for dest in given:
+        config = replace_field(config, dest, getattr(a, dest))
+    config = validate(config)
+    check_explicit_fields(config, set(given))
+    return config
 
 
 def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
+    """``mjxmeta train``: the run directory is claimed (:mod:`mjxmeta.rundir`: locked; a new run refuses a
+    directory that holds one) and the config resolved before anything compiles; the lock is held to the end."""
+    from mjxmeta import rundir
+
+    lock = None
     try:
         if a.resume is not None:
             run_dir = Path(a.resume)
+            if a.overwrite:
+                raise ConfigError("overwrite", True, "omitted with --resume (it would move the run aside)")
             if not (run_dir / CONFIG).exists():
                 raise ConfigError("resume", a.resume, "a run directory containing config.json")
-            config = config_from_args(a, base=load_config(run_dir))
-            old = load_config(run_dir)
             if a.run_dir is not None and Path(a.run_dir).absolute() != run_dir.absolute():
                 raise ConfigError("run_dir", a.run_dir, f"omitted or equal to --resume {a.resume}")
+            lock = rundir.RunLock(run_dir).acquire()
+            config = config_from_args(a, base=rundir.resume_config(run_dir))
         else:
             config = config_from_args(a)
-            run_dir = prepare_run_dir(a.run_dir, config)
-            old = None
-    except ConfigError as e:
-        parser.exit(2, f"mjxmeta: error: {e}\n")
-    print(f"run dir: {run_dir}  ({config.num_iterations} iterations x {config.steps_per_iteration} env steps, "
+            lock = rundir.claim_fresh(a.run_dir, config, overwrite=a.overwrite)
+            run_dir = lock.run_dir
+    except (ConfigError, rundir.RunDirError, ResumeError) as e:
+        if lock is not None:
+            lock.release()
+        parser.exit(EXIT_RESUME if isinstance(e, ResumeError) else EXIT_INVALID, f"mjxmeta: error: {e}\n")
+    try:
+        return _run_train(config, run_dir, a.resume is not None, not a.no_progress)
+    finally:
+        lock.release()  # a directory this call created and left empty (e.g. too little free space) is removed
+
+
+def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> int:
+    """``train`` with every failure mapped to one line on stderr and its exit code."""
+    from mjxmeta.checkpoint import CheckpointCorrupt, CheckpointWriteError
+    from mjxmeta.preemption import Stopped
+    from mjxmeta.rundir import RunDirError
+
+    its = executed_iterations(config)
+    print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
+          f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
           f"{config.seeds} seeds)", file=sys.stderr)
     try:
-        final = train(config, run_dir, resume=old is not None, progress=not a.no_progress)
-    except ResumeError as e:
+        final = train(config, run_dir, resume=resume, progress=progress)
+    except Stopped as e:
+        print(e.line(), file=sys.stderr)
+        return e.exit_code
+    except (ResumeError, NonFiniteError, ConfigError, RunDirError, CheckpointCorrupt) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return 4
-    except NonFiniteError as e:
-        print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return 3
-    except ConfigError as e:
-        print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return 2
+        return {ResumeError: EXIT_RESUME, NonFiniteError: EXIT_NONFINITE,
+                CheckpointCorrupt: EXIT_NO_VERIFIED}.get(type(e), EXIT_INVALID)
+    except CheckpointWriteError as e:  # its strerror names the checkpoint, the path and the OS error
+        print(f"mjxmeta: error: {e.strerror}", file=sys.stderr)
+        return EXIT_OS_ERROR
+    except OSError as e:  # disk full, directory removed or read-only while writing metrics, config, ...
+        print(f"mjxmeta: error: cannot write {e.filename or run_dir}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_OS_ERROR
     print(format_table(config, final))
     return 0
 
@@ -217,12 +259,17 @@ def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         parser.exit(2, f"mjxmeta: error: {a.run!r} is not a run directory (no config.json)\n")
     if a.episodes < 1:
         parser.exit(2, f"mjxmeta: error: --episodes {a.episodes} is invalid: accepted an integer >= 1\n")
+    from mjxmeta.checkpoint import CheckpointCorrupt
+
     try:
+        config = load_config(run_dir)
         step, returns = evaluate_checkpoint(run_dir, a.checkpoint, a.episodes)
-    except FileNotFoundError as e:
+    except (FileNotFoundError, ConfigError) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return 2
-    config = load_config(run_dir)
+        return EXIT_INVALID
+    except CheckpointCorrupt as e:
+        print(f"mjxmeta: error: {e}", file=sys.stderr)
+        return EXIT_NO_VERIFIED
     print(f"checkpoint at iteration {step}, {a.episodes} episodes per seed")
     print(format_table(config, [float(r.mean()) for r in returns]))
     return 0
@@ -246,6 +293,7 @@ def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     """``mjxmeta render``: every input is checked before anything compiles."""
     from mjxmeta import render, viewer
+    from mjxmeta.checkpoint import CheckpointCorrupt
 
     def bad(flag: str, value: Any, accepted: str):
         parser.exit(2, f"mjxmeta: error: argument {flag}: {value!r} is invalid: accepted {accepted}\n")
@@ -253,7 +301,10 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     run_dir = Path(a.run)
     if not (run_dir / CONFIG).exists():
         bad("RUN", a.run, "a run directory containing config.json")
-    config = load_config(run_dir)
+    try:
+        config = load_config(run_dir)
+    except ConfigError as e:
+        parser.exit(EXIT_INVALID, f"mjxmeta: error: {e}\n")
     stem, implied = render.split_out(a.out)
     if a.format and implied and a.format != implied:
         bad("--format", a.format, f"omitted or equal to the suffix of --out {a.out!r}")
@@ -278,9 +329,9 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
             viewer.check_viewer_folder(viewer.viewer_folder(stem.with_name(stem.name + ".html")))
             viewer.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
         trainer, state, record = load_checkpoint(run_dir, a.checkpoint)
-    except (FileNotFoundError, render.RenderError) as e:
+    except (FileNotFoundError, render.RenderError, CheckpointCorrupt) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_NO_VERIFIED if isinstance(e, CheckpointCorrupt) else EXIT_INVALID
     rollout = render.rollout_states(trainer, state, a.seed, a.steps, use_teacher=a.teacher)
     paths = render.write_outputs(trainer, rollout, stem, fmt, a.width, a.height, html=a.html, offline=a.offline)
     who = "teacher" if a.teacher else "student"

@@ -33,6 +33,7 @@ ENV_NAMES = (
 )
 TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
 META_TEACHERS = ("meta_variance", "meta", "meta_state")
+FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
 STUDENT_NAMES = ("ddpg",)
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
 PRESET_NAMES = ("baselines2017", "modern")
@@ -197,6 +198,11 @@ class MetaConfig:
     return_horizon: int = 200
 
 
+# Fields only the meta teachers read (all of MetaConfig, and the meta-reward baseline); setting one
+# explicitly for a noise teacher is refused (:func:`check_explicit_fields`).
+META_ONLY_FIELDS = tuple(f"meta.{f.name}" for f in dataclasses.fields(MetaConfig)) + ("teacher.baseline",)
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole training run.
@@ -325,6 +331,8 @@ def _float(name: str, value: Any, lo: float, hi: float, lo_open: bool = False, h
         finite = False
     bad = (not finite or value < lo or value > hi or (lo_open and value == lo)
            or (hi_open and value == hi))
+    if finite and 0 < abs(value) < FLOAT32_TINY:  # passes "> 0" in Python but is 0 (or denormal) in float32
+        raise ConfigError(name, value, f"0 or a magnitude >= {FLOAT32_TINY:.6g} (the smallest normal float32)")
     if bad:
         lb = "(" if lo_open else "["
         rb = ")" if hi_open else "]"
@@ -425,7 +433,12 @@ def validate(config: Config) -> Config:
     if c.inserted_per_iteration > s.buffer_size:
         raise ConfigError("student.buffer_size", s.buffer_size,
                           f"an integer >= the transitions inserted per iteration ({c.inserted_per_iteration})")
-    executed = -(-c.num_iterations // c.log_every) * c.log_every * c.steps_per_iteration
+    chunk_steps = c.log_every * c.steps_per_iteration
+    if c.total_steps < chunk_steps:
+        raise ConfigError("total_steps", c.total_steps,
+                          f"an integer >= one chunk of log_every={c.log_every} iterations x {c.steps_per_iteration} "
+                          f"env steps = {chunk_steps} (runs execute whole chunks); or lower log_every")
+    executed = executed_iterations(c) * c.steps_per_iteration
     if executed > 2**31 - 1:
         raise ConfigError("total_steps", c.total_steps,
                           f"a budget whose whole chunks (log_every={c.log_every} iterations of "
@@ -436,6 +449,30 @@ def validate(config: Config) -> Config:
                           f"an integer <= the transitions inserted per iteration ({c.inserted_per_iteration}); "
                           "raise num_envs or rollout_steps")
     return config
+
+
+def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -> None:
+    """Refuses fields set explicitly (e.g. by a command-line flag) that ``config``'s teacher never reads.
+
+    Args:
+      explicit: dotted names of the fields the user gave, e.g. ``{"meta.candidates"}``.
+
+    Raises:
+      ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher.
+    """
+    if config.is_meta:
+        return
+    for name in META_ONLY_FIELDS:
+        if name in explicit:
+            sub, field_name = name.split(".")
+            raise ConfigError(name, getattr(getattr(config, sub), field_name),
+                              f"no value for the noise teacher {config.teacher.name!r} (only the meta teachers "
+                              f"{META_TEACHERS} use it); drop the flag or pick a meta teacher")
+
+
+def executed_iterations(config: Config) -> int:
+    """Iterations a run really executes: ``num_iterations`` rounded up to whole chunks of ``log_every``."""
+    return -(-config.num_iterations // config.log_every) * config.log_every
 
 
 # ---------------------------------------------------------------------------

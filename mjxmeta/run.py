@@ -8,7 +8,6 @@ TensorBoard, progress bar, visitation dumps) and saves Orbax checkpoints.
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import sys
@@ -19,39 +18,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from mjxmeta import sinks
-from mjxmeta.config import Config, ConfigError, from_dict, to_dict
-
-METRICS = "metrics.jsonl"
-CONFIG = "config.json"
-TENSORBOARD = "tensorboard"
+from mjxmeta.config import Config, ConfigError, to_dict
+from mjxmeta.rundir import (CHECKPOINTS, CONFIG, METRICS, TENSORBOARD, ResumeError,  # noqa: F401 (re-exports)
+                            RunDirError, RunLock, check_start, config_of_checkpoints, load_config, prepare_run_dir,
+                            write_config)
 
 
 class NonFiniteError(RuntimeError):
     """A loss, parameter or return became NaN/Inf; the poisoned state was not saved."""
-
-
-class ResumeError(RuntimeError):
-    """The run cannot be resumed with the given config (message lists the differing fields)."""
-
-
-# --------------------------------------------------------------------- run dir
-def prepare_run_dir(run_dir: str | Path | None, config: Config) -> Path:
-    """Creates the run directory and checks it is writable.
-
-    Raises:
-      ConfigError: (field ``run_dir``) if it cannot be created or written.
-    """
-    if run_dir is None:
-        run_dir = Path("checkpoints") / f"{config.env}-{config.teacher.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = Path(run_dir)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError("run_dir", str(path), f"a writable directory ({e.strerror or e})") from e
-    return path
 
 
 def check_free_space(run_dir: Path, state_bytes: int, keep: int) -> None:
@@ -62,26 +36,6 @@ def check_free_space(run_dir: Path, state_bytes: int, keep: int) -> None:
         raise ConfigError("run_dir", str(run_dir),
                           f"a directory with at least {need / 2**20:.0f} MiB free for {keep + 1} checkpoints "
                           f"of {state_bytes / 2**20:.0f} MiB (has {free / 2**20:.0f} MiB)")
-
-
-def config_differences(old: Config, new: Config) -> list[str]:
-    """Dotted names of fields that differ, ignoring ``total_steps`` (the budget may grow)."""
-    a, b = to_dict(old), to_dict(new)
-    out = []
-    for k in sorted(set(a) | set(b)):
-        if k == "total_steps":
-            continue
-        if isinstance(a.get(k), dict):
-            out += [f"{k}.{kk}: {a[k].get(kk)!r} -> {b[k].get(kk)!r}" for kk in sorted(a[k])
-                    if a[k].get(kk) != b[k].get(kk)]
-        elif a.get(k) != b.get(k):
-            out.append(f"{k}: {a.get(k)!r} -> {b.get(k)!r}")
-    return out
-
-
-def load_config(run_dir: Path) -> Config:
-    """The validated config saved in ``run_dir/config.json``."""
-    return from_dict(json.loads((run_dir / CONFIG).read_text()))
 
 
 # ------------------------------------------------------------------ checks
@@ -169,7 +123,7 @@ def default_sinks(config: Config, run_dir: Path, start_chunk: int, total_chunks:
     steps_per_chunk = config.steps_per_iteration * config.log_every
     resumed = start_chunk * config.log_every if start_chunk else None
     out: list[sinks.Sink] = [
-        sinks.JsonlSink(run_dir / METRICS, keep_through=resumed),
+        sinks.JsonlSink(run_dir / METRICS, config.seeds, config.log_every, keep_through=resumed),
         sinks.TensorBoardSink(run_dir / TENSORBOARD, purge_step=start_chunk * steps_per_chunk + 1 if start_chunk else None),
     ]
     if config.visit_samples:
@@ -180,84 +134,92 @@ def default_sinks(config: Config, run_dir: Path, start_chunk: int, total_chunks:
 
 def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool = True,
           progress_fn: sinks.Sink | None = None) -> list[float]:
-    """Runs (or resumes) a training job in ``run_dir``.
+    """Runs (or resumes) a training job in ``run_dir``, holding its lock (:class:`mjxmeta.rundir.RunLock`).
 
     Writes ``config.json``, hands every log point (one row per seed) to
     ``progress_fn`` (default :func:`default_sinks`: ``metrics.jsonl``,
-    TensorBoard, visitation dumps, progress bar), saves checkpoints every
-    ``config.checkpoint_every`` iterations and at the end (under
-    ``run_dir/checkpoints``).
+    TensorBoard, visitation dumps, progress bar), saves checkpoints (with
+    their config and checksums, :mod:`mjxmeta.checkpoint`) every
+    ``config.checkpoint_every`` iterations, at the end and on SIGTERM/SIGINT
+    (:mod:`mjxmeta.preemption`) under ``run_dir/checkpoints``. A resume
+    restores the newest checkpoint that verifies.
 
     Returns:
       final eval return (mean over eval envs) per seed.
 
     Raises:
-      ResumeError: ``resume`` and the saved config differs (besides total_steps).
+      RunDirError: another process holds ``run_dir``, or it holds a run and ``resume`` is False.
+      ResumeError: ``resume`` and the run's config differs (besides total_steps) or does not parse.
       NonFiniteError: a seed produced NaN/Inf; the state of that chunk is not
-        saved and reaches no sink.
+        saved and reaches no sink; the message names the last verified checkpoint.
+      CheckpointWriteError: an OS error while writing a checkpoint (earlier checkpoints stay intact).
+      CheckpointCorrupt: resuming, and no checkpoint verifies.
+      Stopped: SIGTERM/SIGINT; the final checkpoint is written (unless a second signal abandoned the chunk).
     """
     import jax
 
     from mjxmeta.checkpoint import Checkpointer
+    from mjxmeta.preemption import StopSignals, Stopped
     from mjxmeta.trainer import Trainer
 
-    if resume:
-        old = load_config(run_dir)
-        diff = config_differences(old, config)
-        if diff:
-            raise ResumeError(f"cannot resume {run_dir}: config differs from {run_dir / CONFIG} in "
-                              + "; ".join(diff))
-    trainer = Trainer(config)
-    abstract = trainer.abstract_state()
-    state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-    check_free_space(run_dir, state_bytes, config.keep)
-    (run_dir / CONFIG).write_text(json.dumps(to_dict(config), indent=2))
+    with RunLock(run_dir), StopSignals(run_dir) as stop:  # a signal: stop after the chunk in flight
+        check_start(run_dir, config, resume)
+        trainer = Trainer(config)
+        abstract = trainer.abstract_state()
+        state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
+        check_free_space(run_dir, state_bytes, config.keep)
+        write_config(run_dir, config)
 
-    ckpt = Checkpointer(run_dir, config.keep)
-    start_chunk = 0
-    t_offset = 0.0
-    if resume and ckpt.latest_step() is not None:
-        state, record = ckpt.restore(abstract)
-        start_chunk = record["chunk"]
-        t_offset = record["wall_s"]
-        print(f"resumed {run_dir} at iteration {record['iteration']} ({record['env_steps']} env steps)",
-              file=sys.stderr)
-    else:
-        if resume:
-            print(f"no complete checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
-        state = trainer.shard(trainer.init_seeds(trainer.seed_keys()))
+        ckpt = Checkpointer(run_dir, config.keep)
+        start_chunk = 0
+        t_offset = 0.0
+        if resume and ckpt.latest_step() is not None:
+            state, record = ckpt.restore_verified(abstract, set_aside=True)
+            start_chunk = record["chunk"]
+            t_offset = record["wall_s"]
+            print(f"resumed {run_dir} at iteration {record['iteration']} ({record['env_steps']} env steps)",
+                  file=sys.stderr)
+        else:
+            if resume:
+                print(f"no complete checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
+            state = trainer.shard(trainer.init_seeds(trainer.seed_keys()))
 
-    n_chunks = trainer.num_chunks
-    final: list[float] = []
-    if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
-        returns = trainer.evaluate_seeds(state, trainer.eval_keys(start_chunk * config.log_every))
-        final = [float(np.mean(r)) for r in jax.device_get(returns)]
-    t0 = time.time() - t_offset
-    if progress_fn is None:
-        progress_fn = default_sinks(config, run_dir, start_chunk, n_chunks, progress)
-    try:
-        for chunk in range(start_chunk, n_chunks):
-            state, metrics = trainer.run_chunk(state)
-            iteration = (chunk + 1) * config.log_every
-            returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
-            problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
-                                       iteration - config.log_every, iteration)
-            if problem:
-                last = ckpt.latest_step()
-                raise NonFiniteError(f"{problem}; stopping without saving this state. Last good checkpoint: "
-                                     f"{'none' if last is None else f'iteration {last}'} in {ckpt.directory}")
-            metrics, returns, env_steps, visits = jax.device_get(
-                (metrics, returns, state.env_steps, state.visits))
-            wall = time.time() - t0
-            rows = metric_rows(iteration, metrics, returns, env_steps, wall)
-            final = [row["eval_return"] for row in rows]
-            progress_fn(iteration, rows, visits if config.visit_samples else None)
-            if chunk + 1 == n_chunks or (config.checkpoint_every and iteration % config.checkpoint_every == 0):
-                ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1,
-                                             "env_steps": int(env_steps[0]), "wall_s": wall})
-    finally:
-        progress_fn.close()
-        ckpt.close()
+        n_chunks = trainer.num_chunks
+        final: list[float] = []
+        if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
+            returns = trainer.evaluate_seeds(state, trainer.eval_keys(start_chunk * config.log_every))
+            final = [float(np.mean(r)) for r in jax.device_get(returns)]
+        t0 = time.time() - t_offset
+        if progress_fn is None:
+            progress_fn = default_sinks(config, run_dir, start_chunk, n_chunks, progress)
+        try:
+            for chunk in range(start_chunk, n_chunks):
+                state, metrics = trainer.run_chunk(state)
+                iteration = (chunk + 1) * config.log_every
+                returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
+                problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
+                                           iteration - config.log_every, iteration)
+                if problem:
+                    last = ckpt.latest_verified(abstract)
+                    raise NonFiniteError(f"{problem}; stopping without saving this state. Last verified "
+                                         f"checkpoint: {'none' if last is None else f'iteration {last}'} in "
+                                         f"{ckpt.directory}")
+                metrics, returns, env_steps, visits = jax.device_get(
+                    (metrics, returns, state.env_steps, state.visits))
+                wall = time.time() - t0
+                rows = metric_rows(iteration, metrics, returns, env_steps, wall)
+                final = [row["eval_return"] for row in rows]
+                progress_fn(iteration, rows, visits if config.visit_samples else None)
+                stopping = stop.signum is not None and chunk + 1 < n_chunks
+                if chunk + 1 == n_chunks or stopping or (config.checkpoint_every
+                                                         and iteration % config.checkpoint_every == 0):
+                    ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1, "config": to_dict(config),
+                                                 "env_steps": int(env_steps[0]), "wall_s": wall})
+                if stopping:
+                    raise Stopped(stop.signum)
+        finally:
+            progress_fn.close()
+            ckpt.close()
     return final
 
 
@@ -280,8 +242,13 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None, **overrides: A
     structure (e.g. ``eval_envs``). The state is placed with the current
     process's seed sharding, whatever device count saved it.
 
+    The config is the one saved in the checkpoint (``config.json`` only for
+    checkpoints of older versions). Without ``step`` the newest checkpoint that
+    verifies is used (each failing one is reported on stderr).
+
     Raises:
       FileNotFoundError: no (complete) checkpoint at ``step``.
+      CheckpointCorrupt: the checkpoint (every checkpoint, without ``step``) fails verification.
     """
     import dataclasses
 
@@ -289,11 +256,14 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None, **overrides: A
     from mjxmeta.trainer import Trainer
 
     run_dir = Path(run_dir)
-    config = dataclasses.replace(load_config(run_dir), **overrides)
-    trainer = Trainer(config)
-    ckpt = Checkpointer(run_dir, config.keep)
+    ckpt = Checkpointer(run_dir, read_only=True)
     try:
-        state, record = ckpt.restore(trainer.abstract_state(), step)
+        config = config_of_checkpoints(ckpt, step) or load_config(run_dir)
+        trainer = Trainer(dataclasses.replace(config, **overrides))
+        if step is None:
+            state, record = ckpt.restore_verified(trainer.abstract_state())
+        else:
+            state, record = ckpt.restore(trainer.abstract_state(), step)
     finally:
         ckpt.close()
     return trainer, state, record
@@ -306,3 +276,4 @@ def evaluate_checkpoint(run_dir: Path, step: int | None, episodes: int) -> tuple
     trainer, state, record = load_checkpoint(run_dir, step, eval_envs=episodes)
     returns = trainer.evaluate_seeds(state, trainer.eval_keys(record["iteration"]))
     return record["iteration"], jax.device_get(returns)
+

@@ -56,14 +56,20 @@ class JsonlSink:
     """Appends one JSON object per row to ``path`` (``RUN/metrics.jsonl``).
 
     Args:
-      keep_through: None = start an empty file; an iteration = keep the rows
-        already in the file up to that iteration (a resumed run drops the rows
-        logged after its checkpoint, and a torn last line).
+      seeds: S of the run; log_every: iterations between log points.
+      keep_through: None = start an empty file; an iteration = resume at a
+        checkpoint of that iteration: :func:`read_rows` keeps the rows up to
+        it (dropping the rows logged after it and a torn last line) and every
+        malformed, missing or duplicate row is reported on stderr.
     """
 
-    def __init__(self, path: str | Path, keep_through: int | None = None):
+    def __init__(self, path: str | Path, seeds: int, log_every: int, keep_through: int | None = None):
         self.path = Path(path)
-        kept = [] if keep_through is None else read_rows(self.path, keep_through)
+        kept: list[str] = []
+        if keep_through is not None:
+            kept, problems = read_rows(self.path, keep_through, seeds, log_every)
+            for problem in problems:
+                print(f"mjxmeta: warning: {problem}", file=sys.stderr)
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text("".join(line + "\n" for line in kept))
         os.replace(tmp, self.path)
@@ -77,19 +83,70 @@ class JsonlSink:
         self.file.close()
 
 
-def read_rows(path: Path, max_iteration: int) -> list[str]:
-    """Complete JSON lines of ``path`` with iteration <= ``max_iteration`` (drops a torn last line)."""
-    if not path.exists():
-        return []
-    keep = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
+def parse_row(line: bytes) -> Row | None:
+    """A row of ``metrics.jsonl``, or None if ``line`` is not UTF-8 JSON of an object with numeric (not
+    bool) values only and at least ``env_steps``, ``seed`` and ``eval_return`` (a torn or edited line)."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
+        return None
+    return row
+
+
+def read_rows(path: Path, upto: int, seeds: int, log_every: int) -> tuple[list[str], list[str]]:
+    """The rows of ``metrics.jsonl`` a run resumed at a checkpoint of iteration ``upto`` keeps, checked.
+
+    Args:
+      path: the metrics file (may be missing).
+      upto: iteration of the checkpoint being resumed.
+      seeds: S; every log point has one row per seed.
+      log_every: iterations between log points.
+
+    Returns:
+      (lines, problems): the well-formed lines (:func:`parse_row` with
+      integer ``iteration`` and ``seed``) at or before ``upto``, in file
+      order, each (iteration, seed) once (the first is kept); and one message
+      per kind of problem (malformed lines with their numbers, missing and
+      duplicate (iteration, seed) rows). Rows after ``upto`` are dropped
+      silently: they belong to chunks that were not checkpointed; so is a
+      torn last line without its newline (the run was killed writing it).
+    """
+    raw = path.read_bytes().split(b"\n") if path.exists() else [b""]
+    if parse_row(raw[-1]) is None:  # b"" after the last newline, or a line torn by a kill: dropped unreported
+        raw.pop()
+    keep, seen, malformed, dup = [], set(), [], []
+    for n, line in enumerate(raw, 1):
+        row = parse_row(line)
+        if row is None or not all(isinstance(row.get(k), int) for k in ("iteration", "seed")):
+            malformed.append(n)
             continue
-        if row.get("iteration", 0) <= max_iteration:
-            keep.append(line)
-    return keep
+        key = (row["iteration"], row["seed"])
+        if key[0] > upto:
+            continue
+        if key in seen:
+            dup.append(key)
+            continue
+        seen.add(key)
+        keep.append(line.decode("utf-8"))
+    missing = sorted({(i, s) for i in range(log_every, upto + 1, log_every) for s in range(seeds)} - seen)
+    problems = []
+    if malformed:
+        problems.append(f"{path}: {len(malformed)} malformed line(s) dropped (line {_some(malformed)})")
+    if missing:
+        problems.append(f"{path}: {len(missing)} row(s) missing at or before the checkpoint at iteration {upto} "
+                        f"({_some([f'iteration {i} seed {s}' for i, s in missing])}); these log points stay missing")
+    if dup:
+        problems.append(f"{path}: {len(dup)} duplicate row(s) dropped (first kept), e.g. iteration {dup[0][0]} "
+                        f"seed {dup[0][1]}")
+    return keep, problems
+
+
+def _some(items: Sequence[Any], limit: int = 10) -> str:
+    return ", ".join(map(str, items[:limit])) + (", ..." if len(items) > limit else "")
 
 
 class TensorBoardSink:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from mjxmeta.config import ENV_NAMES as ENVS
 from mjxmeta.config import TEACHER_NAMES as TEACHERS
-from mjxmeta.run import CONFIG
+from mjxmeta.run import CHECKPOINTS, CONFIG
 PROFILES = {
     # env -> env-step budget per seed
     "cpu": {"pendulum": 20_000, "inverted_pendulum": 30_000, "inverted_double_pendulum": 20_000,
@@ -55,7 +55,7 @@ def finished(run_dir: Path) -> bool:
     """True when the run's last checkpoint covers its whole budget."""
     from mjxmeta.run import load_config
 
-    ckpts = run_dir / "checkpoints"
+    ckpts = run_dir / CHECKPOINTS
     if not (run_dir / CONFIG).exists() or not ckpts.exists():
         return False
     config = load_config(run_dir)
