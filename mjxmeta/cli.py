@@ -281,10 +281,16 @@ def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     for name, value in (("--reps", a.reps), ("--last", a.last)):
         if value < 1:
             parser.exit(2, f"mjxmeta: error: argument {name}: {value} is invalid: accepted an integer >= 1\n")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        parser.exit(EXIT_INVALID, f"mjxmeta: error: argument --out: {a.out!r} is a file; accepted a directory\n")
     try:
         path = write_report(a.runs, a.out, reps=a.reps, last=a.last, seed=a.seed)
     except ReportError as e:
-        parser.exit(2, f"mjxmeta: error: argument RUN: {e}\n")
+        parser.exit(EXIT_INVALID, f"mjxmeta: error: argument RUN: {e}\n")
+    except OSError as e:  # --out under a file, unwritable, disk full
+        parser.exit(EXIT_INVALID, f"mjxmeta: error: argument --out: cannot write {e.filename or a.out}: "
+                                  f"{e.strerror or e}\n")
     print(path.read_text().split("## Learning curves")[0].rstrip())
     print(f"\nwrote {path} and PNGs in {path.parent}", file=sys.stderr)
     return 0

@@ -462,12 +462,12 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
     """
     if config.is_meta:
         return
-    for name in META_ONLY_FIELDS:
-        if name in explicit:
-            sub, field_name = name.split(".")
-            raise ConfigError(name, getattr(getattr(config, sub), field_name),
-                              f"no value for the noise teacher {config.teacher.name!r} (only the meta teachers "
-                              f"{META_TEACHERS} use it); drop the flag or pick a meta teacher")
+    given = [name for name in META_ONLY_FIELDS if name in explicit]
+    if given:
+        sub, field_name = given[0].split(".")
+        raise ConfigError(given[0], getattr(getattr(config, sub), field_name),
+                          f"no value for the noise teacher {config.teacher.name!r} (only the meta teachers "
+                          f"{META_TEACHERS} read it); drop {', '.join(given)} or pick a meta teacher")
 
 
 def executed_iterations(config: Config) -> int:

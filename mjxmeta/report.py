@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -96,12 +97,27 @@ class Run:
       config: ``config.json`` as a dict (``mjxmeta.config.to_dict`` layout; read
         raw, so runs written by older/newer versions still load).
       rows: ``metrics.jsonl`` rows, de-duplicated on (seed, iteration) (the last
-        row wins) and sorted by (seed, iteration).
+        row wins) and sorted by (seed, iteration); only rows with a finite
+        ``eval_return``.
+      malformed: lines skipped because they are not UTF-8, not JSON, not an
+        object, lack ``env_steps``/``seed``/``eval_return`` or hold a
+        non-numeric value (a torn last line included).
+      nonfinite: rows skipped because ``eval_return`` is NaN or infinite
+        (reported, never averaged).
     """
 
     path: Path
     config: dict[str, Any]
     rows: list[dict[str, Any]]
+    malformed: int = 0
+    nonfinite: int = 0
+
+    @property
+    def problems(self) -> str | None:
+        """One line naming the skipped lines of this run, or None."""
+        parts = [f"{n} {what}" for n, what in ((self.malformed, "malformed line(s)"),
+                                              (self.nonfinite, "row(s) with a NaN/inf eval_return")) if n]
+        return f"{self.path / METRICS}: skipped " + " and ".join(parts) if parts else None
 
     @property
     def env(self) -> str:
@@ -140,22 +156,40 @@ def load_run(path: str | Path) -> Run:
     if not (p / CONFIG).is_file():
         raise ReportError(f"run {str(path)!r} has no {CONFIG}")
     try:
-        config = json.loads((p / CONFIG).read_text())
-    except json.JSONDecodeError as e:
+        config = json.loads((p / CONFIG).read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ReportError(f"run {str(path)!r}: {CONFIG} is not valid JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise ReportError(f"run {str(path)!r}: {CONFIG} is not a JSON object")
     by_key: dict[tuple[int, int], dict[str, Any]] = {}
-    for line in (p / METRICS).read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a torn last line of an interrupted run
-        if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
-            continue
-        by_key[(int(row["seed"]), int(row.get("iteration", row["env_steps"])))] = row
+    malformed = nonfinite = 0
+    for line in (p / METRICS).read_bytes().splitlines():
+        row = _parse_row(line)
+        if row is None:
+            malformed += 1
+        elif not math.isfinite(row["eval_return"]):
+            nonfinite += 1
+        else:
+            by_key[(int(row["seed"]), int(row.get("iteration", row["env_steps"])))] = row
     if not by_key:
-        raise ReportError(f"run {str(path)!r}: {METRICS} has no complete rows (env_steps, seed, eval_return)")
+        raise ReportError(f"run {str(path)!r}: {METRICS} has no complete rows (env_steps, seed, eval_return)"
+                          + (f"; skipped {malformed} malformed line(s) and {nonfinite} NaN/inf return(s)"
+                             if malformed or nonfinite else ""))
     rows = [by_key[k] for k in sorted(by_key)]
-    return Run(path=p, config=config, rows=rows)
+    return Run(path=p, config=config, rows=rows, malformed=malformed, nonfinite=nonfinite)
+
+
+def _parse_row(line: bytes) -> dict[str, Any] | None:
+    """A metrics row, or None if the line is not UTF-8 JSON of an object with numeric values and the keys."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
+        return None
+    return row
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
@@ -537,6 +571,9 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, reps: int = 2
     groups = group_runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    problems = [r.problems for r in runs if r.problems]
+    for line in problems:
+        print(f"mjxmeta: warning: {line}", file=sys.stderr)
     curves = plot_learning_curves(groups, out / "learning_curves_env_steps.png", "env_steps", reps, seed)
     walls = plot_learning_curves(groups, out / "learning_curves_wall_s.png", "wall_s", reps, seed)
     meta = plot_meta(groups, out / "meta_teachers.png", reps, seed)
@@ -546,6 +583,8 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, reps: int = 2
           "P(a random seed of X beats a random seed of the gaussian-noise DDPG baseline), ties count ½; "
           "95 % percentile bootstrap CIs by `scipy.stats.bootstrap` (rliable's conventions, resampling seeds "
           "within each env). Env steps count D0, D1 and R̂ rollouts; evaluation episodes are not counted.", ""]
+    if problems:
+        md += ["Skipped input (not averaged):", ""] + [f"* {line}" for line in problems] + [""]
     for env, gs in groups.items():
         md.append(summary_table(env, gs, reps, last, seed))
     md += ["## Learning curves", "", f"![learning curves vs env steps]({curves.name})", "",

@@ -123,6 +123,16 @@ BAD_INPUT = [
     (["--baseline", "leave_one_out", "--candidates", "1"], "'teacher.baseline'"),
     # buffer smaller than one iteration's inserts (2*50 D0 + 2*50 D1 = 200)
     (["--buffer-size", "100"], "'student.buffer_size'"),
+    # less than one chunk (log_every 2 x 250 env steps): a run always executes whole chunks
+    (["--total-steps", "1"], "'total_steps' = 1 is invalid: accepted an integer >= one chunk"),
+    # > 0 in Python, but 0 or denormal in float32
+    (["--actor-lr", "1e-320"], "'student.actor_lr'"),
+    (["--tau", "1e-39"], "smallest normal float32"),
+    (["--run-dir", ""], "'run_dir' = '' is invalid: accepted a non-empty path"),
+    # meta-only settings given explicitly for a noise teacher (even with their default values)
+    (["--teacher", "gaussian", "--candidates", "3"], "'meta.candidates' = 3 is invalid: accepted no value for the noise"),
+    (["--teacher", "ou", "--baseline", "auto"], "drop meta.return_horizon, teacher.baseline or pick"),
+    (["--teacher", "gaussian", "--return-horizon", "50"], "'meta.return_horizon'"),
 ]
 
 
@@ -252,3 +262,34 @@ def test_one_set_of_defaults():
     assert Config().student == student_preset("baselines2017")
     modern = config_from_args(build_parser().parse_args(["train", "--preset", "modern", "--tau", "0.02"]))
     assert modern.student == student_preset("modern", tau=0.02)
+
+
+def test_noise_teacher_without_meta_flags_and_tiny_but_normal_lr_are_valid():
+    i = TINY.index("--return-horizon")
+    base = TINY[:i] + TINY[i + 2:]
+    config = config_from_args(build_parser().parse_args(base + ["--teacher", "gaussian", "--actor-lr", "1.2e-38"]))
+    assert config.teacher.name == "gaussian" and config.student.actor_lr == 1.2e-38
+
+
+def test_refused_free_space_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
+    """A run dir created by this call and refused before training is removed again (it was left empty)."""
+    monkeypatch.setattr("mjxmeta.run.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
+    monkeypatch.setattr(mjxmeta.trainer.Trainer, "run_chunk", property(lambda self: pytest.fail("trained")))
+    run_dir = tmp_path / "new" / "run"
+    assert main(TINY + ["--run-dir", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert "'run_dir'" in err and "MiB free" in err and "Traceback" not in err
+    assert not run_dir.exists()
+    existing = tmp_path / "mine"
+    existing.mkdir()
+    assert main(TINY + ["--run-dir", str(existing)]) == 2
+    assert existing.is_dir() and list(existing.iterdir()) == []  # a directory the user made is kept
+
+
+def test_eval_of_a_run_without_checkpoints_creates_nothing(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps(to_dict(config_from_args(build_parser().parse_args(TINY)))))
+    assert main(["eval", str(run_dir)]) == 2
+    assert "no complete checkpoint" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]

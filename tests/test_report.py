@@ -95,6 +95,40 @@ def test_load_run_dedupes_and_skips_torn_line(tmp_path):
     assert (r.env, r.teacher) == ("pendulum", "gaussian")
 
 
+def test_malformed_lines_and_nan_returns_are_skipped_and_counted(tmp_path, capsys):
+    run = write_run(tmp_path / "a", seeds=2, points=3)
+    good = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    with open(run / "metrics.jsonl", "ab") as f:
+        f.write(b"[1, 2, 3]\n")
+        f.write(b"\xff\xfe not utf-8\n")
+        f.write(json.dumps(dict(env_steps=4000, iteration=40, seed=0, eval_return="abc")).encode() + b"\n")
+        f.write(json.dumps(dict(env_steps=4000, iteration=40, seed=1, eval_return=1.0, q="x")).encode() + b"\n")
+        f.write(b'{"env_steps": 4000, "iteration": 40, "seed": 0, "eval_return": NaN}\n')
+        f.write(b'{"env_steps": 4000, "iteration": 40, "seed": 1, "eval_return": -Infinity}\n')
+    r = R.load_run(run)
+    assert (r.malformed, r.nonfinite) == (4, 2)
+    assert r.rows == sorted(good, key=lambda x: (x["seed"], x["iteration"]))  # nothing of the bad lines
+    assert r.problems == f"{run / 'metrics.jsonl'}: skipped 4 malformed line(s) and 2 row(s) with a NaN/inf eval_return"
+    out = tmp_path / "out"
+    assert main(["report", str(run), "--out", str(out), "--reps", "50"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 4 malformed line(s)" in err and "Traceback" not in err
+    md = (out / "report.md").read_text()
+    assert "2 row(s) with a NaN/inf eval_return" in md and "nan" not in md.split("## pendulum")[1].split("## Learning curves")[0].lower()
+
+
+def test_report_out_that_is_a_file_is_refused(tmp_path, capsys):
+    run = write_run(tmp_path / "a", seeds=2, points=3)
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    for out in (blocker, blocker / "sub"):
+        with pytest.raises(SystemExit) as e:
+            main(["report", str(run), "--out", str(out)])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and "argument --out" in err and "Traceback" not in err, err
+    assert blocker.read_text() == "x"
+
+
 def test_missing_files_raise_naming_the_path(tmp_path):
     (tmp_path / "nometrics").mkdir()
     (tmp_path / "nometrics" / "config.json").write_text("{}")
