@@ -115,6 +115,30 @@ class _QuietOrbaxIOErrors(logging.Filter):
 logging.getLogger("absl").addFilter(_QuietOrbaxIOErrors())
 
 
+def _quiet_late_read_callbacks() -> None:
+    """Drops tracebacks of TensorStore reads that complete after a failed restore closed Orbax's loop.
+
+    When one array of a checkpoint cannot be read, Orbax's restore fails and
+    closes its asyncio loop while TensorStore still finishes the other reads;
+    their completion callbacks then raise ``RuntimeError('Event loop is
+    closed')``, which TensorStore reports through ``sys.unraisablehook``, one
+    traceback per array. The failure itself is reported as one
+    :class:`CheckpointCorrupt` line; every other unraisable exception still
+    reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_mjxmeta_quiet", False):
+        return
+
+    def hook(unraisable):
+        if unraisable.exc_type is RuntimeError and str(unraisable.exc_value) == "Event loop is closed":
+            return
+        previous(unraisable)
+
+    hook._mjxmeta_quiet = True
+    sys.unraisablehook = hook
+
+
 def os_error_in(e: BaseException) -> OSError | None:
     """The first OSError in ``e``'s cause/context chain (Orbax re-raises I/O errors of its threads)."""
     seen = set()
@@ -225,6 +249,7 @@ class Checkpointer:
                                     f"{self.directory}; available steps: {self.all_steps()}")
         record = self.read_record(step)
         flat, names, treedef = _flat(abstract_state)
+        _quiet_late_read_callbacks()
         try:
             values = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_saved_part(flat))))["state"]

@@ -194,7 +194,8 @@ def assert_bit_identical(a, b, what: str) -> int:
 
 
 def record_wo_wall(record: dict) -> dict:
-    return {k: v for k, v in record.items() if k != "wall_s"}
+    """The position fields of a checkpoint record (not wall_s, the config with its budget, nor checksums)."""
+    return {k: record[k] for k in ("iteration", "chunk", "env_steps")}
 
 
 def assert_same_as_reference(run: Path, ref: Path, steps) -> None:
@@ -557,7 +558,7 @@ def check_nonfinite_stop(run: Path, returncode: int, stderr: str) -> tuple[re.Ma
     good = (bad - 1) // 2 * 2  # end of the last chunk before the poisoned one (log_every 2)
     if m["iteration"] is None:
         assert (int(m["lo"]), int(m["hi"])) == (good + 1, good + 2)
-    last = re.search(r"Last good checkpoint: (none|iteration (\d+))", stderr)
+    last = re.search(r"Last verified checkpoint: (none|iteration (\d+))", stderr)
     assert last, stderr[-3000:]
 
     steps = finalized_steps(run)
@@ -588,7 +589,7 @@ def test_nonfinite_in_a_later_chunk_keeps_only_the_good_checkpoints(job, run_a):
     m, good = check_nonfinite_stop(run, p.returncode, p.stderr)
     assert good == 4 and int(m["seed"]) == 1, m[0]
     assert finalized_steps(run) == [2, 4]
-    assert "Last good checkpoint: iteration 4" in p.stderr
+    assert "Last verified checkpoint: iteration 4" in p.stderr
     # What was kept is exactly the straight run's state and log.
     assert_same_as_reference(run, run_a.path, [4])
     assert without_wall(metrics_rows(run)) == without_wall([r for r in metrics_rows(run_a.path)
