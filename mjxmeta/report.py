@@ -63,6 +63,7 @@ import numpy as np
 
 from mjxmeta.config import META_TEACHERS, TEACHER_NAMES
 from mjxmeta.run import CONFIG, METRICS
+from mjxmeta.sinks import parse_row
 from mjxmeta.visitation import COORDINATES, load_visits, plot_visitation
 
 BASELINE_TEACHER = "gaussian"
@@ -164,7 +165,7 @@ def load_run(path: str | Path) -> Run:
     by_key: dict[tuple[int, int], dict[str, Any]] = {}
     malformed = nonfinite = 0
     for line in (p / METRICS).read_bytes().splitlines():
-        row = _parse_row(line)
+        row = parse_row(line)
         if row is None:
             malformed += 1
         elif not math.isfinite(row["eval_return"]):
@@ -177,19 +178,6 @@ def load_run(path: str | Path) -> Run:
                              if malformed or nonfinite else ""))
     rows = [by_key[k] for k in sorted(by_key)]
     return Run(path=p, config=config, rows=rows, malformed=malformed, nonfinite=nonfinite)
-
-
-def _parse_row(line: bytes) -> dict[str, Any] | None:
-    """A metrics row, or None if the line is not UTF-8 JSON of an object with numeric values and the keys."""
-    try:
-        row = json.loads(line.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
-        return None
-    return row
 
 
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:

@@ -290,19 +290,3 @@ def test_lock_is_exclusive_across_processes_reentrant_and_stale_locks_are_taken_
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     outer.release()
     assert not (tmp_path / ".lock").exists()
-
-
-def test_metrics_rows_report_missing_malformed_and_duplicate_rows(tmp_path):
-    from mjxmeta.rundir import metrics_rows as check
-
-    path = tmp_path / "metrics.jsonl"
-    good = [json.dumps({"iteration": i, "seed": s, "eval_return": -1.0}) for i in (2, 4, 6) for s in (0, 1)]
-    path.write_bytes("\n".join([good[0], "[1,2,3]", good[2], good[2], good[3], good[4], good[5]]).encode()
-                     + b"\n\xff\n{\"iteration\": 2")
-    rows, problems = check(path, upto=4, seeds=2, log_every=2)
-    assert rows == [good[0], good[2], good[3]]  # (2,0), (4,0), (4,1); rows after iteration 4 dropped
-    assert problems == [f"{path}: 3 malformed line(s) dropped (line 2, 8, 9)",
-                        f"{path}: 1 row(s) missing at or before the checkpoint at iteration 4 (iteration 2 seed 1); "
-                        "these log points stay missing",
-                        f"{path}: 1 duplicate row(s) dropped (first kept), e.g. iteration 4 seed 0"]
-    assert check(tmp_path / "none.jsonl", upto=0, seeds=2, log_every=2) == ([], [])
