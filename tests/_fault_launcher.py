@@ -1,16 +1,36 @@
 """Test-only launcher: ``python tests/_fault_launcher.py train ...`` = ``mjxmeta train ...`` with faults.
 
-Environment variables (all optional):
+Two functions of a running trainer are wrapped, each only if one of its
+environment variables is set (counts are 1-based):
 
-* ``SLOW_CHUNK=c`` / ``SLOW_CHUNK_SECONDS=t`` (default 20): before the ``c``-th
-  call of ``Trainer.run_chunk`` (1-based) print ``CHUNK_IN_FLIGHT c`` to
-  stdout (flushed) and sleep ``t`` seconds, so a test that sees the marker can
-  signal the process while chunk ``c`` is in flight.
+``Trainer.run_chunk`` (a ``functools.cached_property``; wrapped per trainer):
+
+* ``POISON_CHUNK=c`` / ``POISON_SEED=s`` (default 1): before the ``c``-th
+  call the output bias of seed ``s``'s critic is set to NaN in the input
+  state, every other seed and leaf untouched; the real jitted chunk then
+  spreads it through that seed's Q values, losses and parameters as a
+  diverging update would, and the run's own non-finite guard has to catch it.
+  Prints ``POISONED chunk=<c> seed=<s>``. (Absurd learning rates on the tiny
+  setup diverge in the first iteration or never, so a later chunk needs this.)
+* ``SLOW_CHUNK=c`` / ``SLOW_CHUNK_SECONDS=t`` (default 20): before the
+  ``c``-th call print ``CHUNK_IN_FLIGHT <c>`` and sleep ``t`` seconds, so a
+  test that sees the marker can signal the process while chunk ``c`` is in
+  flight.
+
+Orbax's step commit (orbax 0.12.8: ``atomicity.on_commit_callback`` writes
+``commit_success.txt`` and renames ``checkpoints/<step>.orbax-checkpoint-tmp``
+to ``checkpoints/<step>`` from a background thread), which prints
+``SAVE_STARTED <step> <temporary directory>`` before each commit:
+
+* ``SLOW_SAVE_NTH=n`` / ``SLOW_SAVE_SECONDS=t`` (default 600): the ``n``-th
+  commit sleeps ``t`` seconds first, so a test can ``kill -9`` the process
+  while the step is unfinalized (the next save cannot start meanwhile: it
+  waits for the pending one).
 * ``FAIL_SAVE_NTH=n`` / ``FAIL_SAVE_ERRNO`` (default ENOSPC): the ``n``-th
-  checkpoint commit raises ``OSError(errno, strerror, <tmp dir>)`` inside
-  Orbax's background thread, where a full disk or a read-only / removed
-  directory surfaces (orbax 0.12.8: ``atomicity.on_commit_callback`` renames
-  ``<step>.orbax-checkpoint-tmp`` to ``<step>``). It prints ``SAVE_FAILED <step>``.
+  commit raises ``OSError(errno, strerror, <tmp dir>)`` where a full disk or a
+  read-only or removed directory surfaces. Prints ``SAVE_FAILED <step>``.
+
+Every marker goes to stdout, flushed.
 """
 
 from __future__ import annotations
@@ -20,48 +40,74 @@ import os
 import sys
 import time
 
+import jax
+import jax.numpy as jnp
 from orbax.checkpoint._src.path import atomicity
 
 import mjxmeta.cli
 from mjxmeta.trainer import Trainer
 
-_SLOW = int(os.environ.get("SLOW_CHUNK", "0"))
-_FAIL = int(os.environ.get("FAIL_SAVE_NTH", "0"))
-_real_chunk = Trainer.__dict__["run_chunk"]  # functools.cached_property
+
+def _env(name: str, default: str = "0") -> str:
+    return os.environ.get(name, default)
+
+
+_POISON, _POISON_SEED = int(_env("POISON_CHUNK")), int(_env("POISON_SEED", "1"))
+_SLOW = int(_env("SLOW_CHUNK"))
+_SLOW_SAVE, _FAIL_SAVE = int(_env("SLOW_SAVE_NTH")), int(_env("FAIL_SAVE_NTH"))
+_real_chunk = Trainer.__dict__["run_chunk"]
 _real_commit = atomicity.on_commit_callback
 _commits = [0]
 
 
-def _slow_run_chunk(self):
-    wrapper = self.__dict__.get("_slow_run_chunk")
+def _poison(path, x):
+    name = jax.tree_util.keystr(path)
+    return x.at[_POISON_SEED].set(jnp.nan) if "output" in name and "bias" in name else x
+
+
+def _before_chunk(call: int, state):
+    """The state the ``call``-th chunk runs on (after the faults planned for it)."""
+    if call == _SLOW:
+        print(f"CHUNK_IN_FLIGHT {call}", flush=True)
+        time.sleep(float(_env("SLOW_CHUNK_SECONDS", "20")))
+    if call == _POISON:
+        critic = jax.tree_util.tree_map_with_path(_poison, state.student.critic)
+        state = state.replace(student=state.student.replace(critic=critic))
+        print(f"POISONED chunk={call} seed={_POISON_SEED}", flush=True)
+    return state
+
+
+def _faulty_run_chunk(self):
+    wrapper = self.__dict__.get("_faulty_run_chunk")
     if wrapper is None:
         real = _real_chunk.__get__(self, Trainer)
         calls = [0]
 
         def wrapper(state):
             calls[0] += 1
-            if calls[0] == _SLOW:
-                print(f"CHUNK_IN_FLIGHT {_SLOW}", flush=True)
-                time.sleep(float(os.environ.get("SLOW_CHUNK_SECONDS", "20")))
-            return real(state)
+            return real(_before_chunk(calls[0], state))
 
-        self.__dict__["_slow_run_chunk"] = wrapper
+        self.__dict__["_faulty_run_chunk"] = wrapper
     return wrapper
 
 
-async def _failing_commit(tmp_dir, *args, **kwargs):
+async def _faulty_commit(tmp_dir, *args, **kwargs):
     _commits[0] += 1
-    if _commits[0] == _FAIL:
-        code = getattr(errno, os.environ.get("FAIL_SAVE_ERRNO", "ENOSPC"))
-        print(f"SAVE_FAILED {tmp_dir.get_final().name}", flush=True)
+    step = tmp_dir.get_final().name
+    print(f"SAVE_STARTED {step} {tmp_dir.get()}", flush=True)
+    if _commits[0] == _SLOW_SAVE:
+        time.sleep(float(_env("SLOW_SAVE_SECONDS", "600")))
+    if _commits[0] == _FAIL_SAVE:
+        code = getattr(errno, _env("FAIL_SAVE_ERRNO", "ENOSPC"))
+        print(f"SAVE_FAILED {step}", flush=True)
         raise OSError(code, os.strerror(code), str(tmp_dir.get()))
     return await _real_commit(tmp_dir, *args, **kwargs)
 
 
-if _SLOW:
-    Trainer.run_chunk = property(_slow_run_chunk)
-if _FAIL:
-    atomicity.on_commit_callback = _failing_commit
+if _POISON or _SLOW:
+    Trainer.run_chunk = property(_faulty_run_chunk)
+if _SLOW_SAVE or _FAIL_SAVE:
+    atomicity.on_commit_callback = _faulty_commit
 
 if __name__ == "__main__":
     sys.exit(mjxmeta.cli.main(sys.argv[1:]))

@@ -49,6 +49,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "mjxmeta.cli"]
+LAUNCHER = HERE / "_fault_launcher.py"  # mjxmeta.cli with faults injected (its docstring lists them)
 FLAGS = ["--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--hidden", "16,16", "--teacher-hidden", "16,16",
          "--batch-size", "32", "--buffer-size", "20000", "--rollout-steps", "50", "--return-horizon", "50",
          "--log-every", "2", "--eval-envs", "2", "--no-progress", "--checkpoint-every", "2"]
@@ -68,7 +69,7 @@ TMP_SUFFIX = ".orbax-checkpoint-tmp"  # orbax 0.12.8: atomicity_types.TMP_DIR_SU
 # critics and lr >= 30 on 16x4 diverge in iteration 1; lr <= 20 spikes in
 # iteration 1 (tiny buffer) and then trains normally; 16x2 without LayerNorm
 # never overflows (its ReLUs die first). A real divergence therefore cannot be
-# placed in a later chunk here; ``_poison_launcher.py`` injects one for that
+# placed in a later chunk here; ``_fault_launcher.py`` (``POISON_CHUNK``) injects one for that
 # case. The ``gaussian`` teacher keeps this run's separate compile small.
 NONFINITE_FLAGS = ["--env", "pendulum", "--teacher", "gaussian", "--seeds", "2", "--hidden", "16,16,16",
                    "--batch-size", "32", "--buffer-size", "20000", "--rollout-steps", "50", "--log-every", "2",
@@ -223,7 +224,7 @@ def job_nonfinite_lr(workdir: Path, env) -> tuple[Path, subprocess.CompletedProc
 
 def job_poison(workdir: Path, env) -> tuple[Path, subprocess.CompletedProcess]:
     run = workdir / "P"
-    p = run_proc([sys.executable, HERE / "_poison_launcher.py", "train", *FLAGS, "--total-steps", X,
+    p = run_proc([sys.executable, LAUNCHER, "train", *FLAGS, "--total-steps", X,
                   "--run-dir", run], env, workdir, {"POISON_CHUNK": "3", "POISON_SEED": "1"})
     return run, p
 
@@ -237,7 +238,7 @@ def job_kill_during_save(workdir: Path, env) -> tuple[Path, dict, subprocess.Com
     markers: list[list[str]] = []
     with open(workdir / "W.stderr", "w") as err:
         proc = subprocess.Popen(
-            _cmd([sys.executable, HERE / "_slow_save_launcher.py", "train", *FLAGS, "--total-steps", BIG,
+            _cmd([sys.executable, LAUNCHER, "train", *FLAGS, "--total-steps", BIG,
                   "--run-dir", run]),
             env={**env, "SLOW_SAVE_NTH": "2", "SLOW_SAVE_SECONDS": "600"}, cwd=workdir,
             stdout=subprocess.PIPE, stderr=err, text=True)

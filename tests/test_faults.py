@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_checkpoint import (CLI, FLAGS, HERE, STEPS_PER_ITERATION, TIMEOUT, _cmd, _kill, assert_bit_identical,
+from test_checkpoint import (FLAGS, HERE, LAUNCHER, STEPS_PER_ITERATION, TIMEOUT, _cmd, _kill, assert_bit_identical,
                              check_ok, finalized_steps, metrics_rows, mjx, record_wo_wall, restore, run_proc,
                              sub_env, tmp_dirs, without_wall, workdir)
 
@@ -38,7 +38,6 @@ __all__ = ["sub_env", "workdir"]  # module-scoped fixtures reused from test_chec
 KEEP_ALL = [*FLAGS, "--keep", "20"]
 X = 8 * STEPS_PER_ITERATION   # 4 chunks of 2 iterations, checkpoints 2, 4, 6, 8
 BIG = 400 * STEPS_PER_ITERATION
-LAUNCHER = HERE / "_fault_launcher.py"
 
 
 # ------------------------------------------------------------------ helpers
