@@ -20,6 +20,7 @@ from pathlib import Path
 from mjxmeta.cli import build_parser, config_from_args, train
 from mjxmeta.config import TEACHER_NAMES
 from mjxmeta.run import METRICS
+from mjxmeta.rundir import claim_fresh
 
 
 def main() -> None:
@@ -33,14 +34,17 @@ def main() -> None:
     a = p.parse_args()
     rows = []
     for teacher in a.teachers:
-        run_dir = Path(a.out) / f"{a.env}-{teacher}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / METRICS).unlink(missing_ok=True)
         args = build_parser().parse_args(["train", "--env", a.env, "--teacher", teacher, "--seeds", str(a.seeds),
                                           "--total-steps", str(a.total_steps), "--no-progress", *a.extra])
         config = config_from_args(args)
+        # A fresh run; an earlier run of this cell is moved aside to <dir>.old-<time>, not deleted.
+        lock = claim_fresh(Path(a.out) / f"{a.env}-{teacher}", config, overwrite=True)
+        run_dir = lock.run_dir
         t0 = time.time()
-        final = train(config, run_dir, progress=False)
+        try:
+            final = train(config, run_dir, progress=False)
+        finally:
+            lock.release()
         wall = time.time() - t0
         lines = [json.loads(x) for x in open(run_dir / METRICS)]
         first = min(r["wall_s"] for r in lines)

@@ -132,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", default=argparse.SUPPRESS, choices=PRESET_NAMES,
                    help="student hyperparameter preset (default: baselines2017); the student flags override it")
     run = t.add_argument_group("run directory (command line only; not config fields)")
-    run.add_argument("--run-dir", default=None, help="where the run is written (default: checkpoints/<env>-<teacher>-<time>)")
+    run.add_argument("--run-dir", default=None,
+                     help="where the run is written (default: checkpoints/<env>-<teacher>-<time>)")
     run.add_argument("--resume", metavar="RUN", default=None,
                      help="continue the run in RUN; flags not given keep RUN's values, only --total-steps may differ")
     run.add_argument("--overwrite", action="store_true",

@@ -389,5 +389,6 @@ def resume_config(run_dir: Path):
     diff = dict_differences(_plain(base), raw)
     if diff:
         raise ResumeError(f"cannot resume {run_dir}: {run_dir / CONFIG} differs from the config the checkpoint was "
-                          f"made with (checkpoint -> file) in " + "; ".join(diff) + " (undo the edit, or start a new run for new settings)")
+                          f"made with (checkpoint -> file) in " + "; ".join(diff)
+                          + " (undo the edit, or start a new run for new settings)")
     return base
