@@ -74,7 +74,10 @@ class FreshAutoResetWrapper(Wrapper):
     def step(self, state: State, action: jax.Array) -> State:
         keys = jax.vmap(jax.random.split)(state.info["reset_key"])
         info = {k: v for k, v in state.info.items() if k not in ("reset_key", "final_obs")}
-        nstate = self.env.step(state.replace(info=info), action)
+        # Zero ``done`` before stepping (as Brax's AutoResetWrapper does): Brax's
+        # halfcheetah and reacher pass ``state.done`` through instead of
+        # recomputing it, so a done carried in would stay 1 forever.
+        nstate = self.env.step(state.replace(info=info, done=jnp.zeros_like(state.done)), action)
         fresh = self.env.reset(keys[:, 1])
         done = nstate.done
 
