@@ -1,20 +1,23 @@
-"""Replay buffer B: a thin adapter over Brax's ``UniformSamplingQueue``.
+"""Replay buffer B: a thin adapter over flashbax's item buffer.
 
-Transitions are flattened into one float32 row each. Once the buffer is full,
-an insert drops the oldest rows (FIFO). Sampling is uniform with replacement
-over the rows present. All functions are pure and jit/vmap-safe; Brax's
-host-side size checks (which mutate Python state) are bypassed and replaced by
-the static size checks of :func:`mjxmeta.config.validate`.
+Transitions are stored field by field in flashbax's
+``TrajectoryBufferState`` (one row per transition, capacity rows). An insert
+of M rows writes them at positions ``(cursor + arange(M)) % capacity`` with
+one scatter, so once the buffer is full it overwrites the oldest rows (FIFO)
+and its cost depends on M, not on the capacity, also under ``vmap`` over seeds
+(Brax's ``UniformSamplingQueue`` rolls the whole buffer there). Sampling is
+uniform with replacement over the rows present. All functions are pure and
+jit/vmap-safe; sizes are checked statically by
+:func:`mjxmeta.config.validate`.
 """
 
 from __future__ import annotations
 
+import flashbax
 import jax
 import jax.numpy as jnp
-from brax.training import replay_buffers
+from flashbax.buffers.trajectory_buffer import TrajectoryBufferState
 from flax import struct
-
-BufferState = replay_buffers.ReplayBufferState
 
 
 @struct.dataclass
@@ -37,6 +40,21 @@ class Transition:
     terminated: jax.Array
 
 
+@struct.dataclass
+class BufferState:
+    """Replay state of one seed.
+
+    Attributes:
+      data: flashbax ``TrajectoryBufferState``: ``experience`` (a
+        :class:`Transition` with leading (1, capacity)), ``current_index``
+        (int32, next row written) and ``is_full`` (bool).
+      key: raw PRNG key (2,) uint32 for sampling; advanced by every sample.
+    """
+
+    data: TrajectoryBufferState
+    key: jax.Array
+
+
 def dummy_transition(obs_size: int, action_size: int) -> Transition:
     z = jnp.zeros((), jnp.float32)
     return Transition(jnp.zeros((obs_size,)), jnp.zeros((action_size,)), z, jnp.zeros((obs_size,)), z)
@@ -49,29 +67,33 @@ def flatten_batch(tr: Transition) -> Transition:
 
 
 class Replay:
-    """Uniform replay of capacity ``capacity`` returning batches of ``batch_size``."""
+    """Uniform FIFO replay of ``capacity`` transitions returning batches of ``batch_size``."""
 
     def __init__(self, capacity: int, batch_size: int, obs_size: int, action_size: int):
         self.capacity = capacity
         self.batch_size = batch_size
-        self._queue = replay_buffers.UniformSamplingQueue(
-            max_replay_size=capacity,
-            dummy_data_sample=dummy_transition(obs_size, action_size),
-            sample_batch_size=batch_size,
-        )
+        self._dummy = dummy_transition(obs_size, action_size)
+        self._buffer = flashbax.make_item_buffer(max_length=capacity, min_length=1, sample_batch_size=batch_size,
+                                                 add_sequences=True, add_batches=False)
 
     def init(self, key: jax.Array) -> BufferState:
         """Empty buffer; ``key`` (raw uint32 (2,)) seeds its sampling."""
-        return self._queue.init(key)
+        data = self._buffer.init(self._dummy)
+        data = data.replace(current_index=jnp.zeros((), jnp.int32))
+        return BufferState(data=data, key=key)
 
     def insert(self, state: BufferState, tr: Transition) -> BufferState:
-        """Appends a batch of transitions with one leading axis (M, ...), M <= capacity."""
-        return self._queue.insert_internal(state, tr)
+        """Appends transitions with one leading axis (M, ...), M <= capacity; O(M) per insert."""
+        data = self._buffer.add(state.data, tr)
+        data = data.replace(current_index=data.current_index.astype(jnp.int32))
+        return state.replace(data=data)
 
     def sample(self, state: BufferState) -> tuple[BufferState, Transition]:
         """Uniform batch (batch_size, ...) from the rows present. The buffer must be non-empty."""
-        return self._queue.sample_internal(state)
+        key, sub = jax.random.split(state.key)
+        batch = self._buffer.sample(state.data, sub).experience
+        return state.replace(key=key), batch
 
     def size(self, state: BufferState) -> jax.Array:
         """Number of rows present (int32 scalar)."""
-        return self._queue.size(state)
+        return jnp.where(state.data.is_full, self.capacity, state.data.current_index).astype(jnp.int32)

@@ -16,7 +16,7 @@ from brax.envs.base import State
 
 import mjxmeta.envs
 from mjxmeta.config import StudentConfig
-from mjxmeta.replay import Replay, Transition
+from mjxmeta.replay import Replay, Transition, flatten_batch
 from mjxmeta.rollout import env_step
 from mjxmeta.students.ddpg import DDPG, init_normalizer
 
@@ -62,6 +62,54 @@ def test_replay_wraps_around_keeping_newest():
     # Sampling does not consume: the size is unchanged, the key advanced.
     assert int(replay.size(state2)) == CAP
     assert not np.array_equal(np.asarray(state2.key), np.asarray(state.key))
+
+
+def test_replay_ring_holds_newest_rows_in_fifo_order():
+    """After wrap-around, row (cursor + j) % CAP holds the j-th oldest of the newest CAP ids."""
+    replay = Replay(CAP, BATCH, obs_size=2, action_size=1)
+    state = replay.init(jax.random.PRNGKey(0))
+    for i in range(N_CHUNKS):  # 16 ids into 10 rows: wraps once, mid-chunk
+        state = jax.jit(replay.insert)(state, chunk(i))
+    cursor = int(state.data.current_index)
+    assert cursor == (N_CHUNKS * CHUNK) % CAP
+    rows = np.asarray(state.data.experience.reward)[0]
+    in_age_order = rows[(cursor + np.arange(CAP)) % CAP]
+    np.testing.assert_array_equal(in_age_order, np.arange(N_CHUNKS * CHUNK - CAP, N_CHUNKS * CHUNK))
+
+
+def test_replay_samples_uniformly_over_present_rows_only():
+    """7 of 10 rows filled; 20k draws: never an empty row, counts pass a chi-square test at p > 1e-3."""
+    from scipy import stats
+    replay = Replay(CAP, BATCH, obs_size=2, action_size=1)
+    state = replay.insert(replay.init(jax.random.PRNGKey(3)),
+                          jax.tree.map(lambda x: x[:7], flatten_batch(jax.tree.map(lambda *x: jnp.stack(x),
+                                                                                   chunk(0), chunk(1)))))
+    assert int(replay.size(state)) == 7
+    _, batches = jax.jit(lambda s: jax.lax.scan(lambda s, _: replay.sample(s), s, None, length=2560))(state)
+    ids = np.asarray(batches.reward).astype(int).ravel()  # 20480 draws
+    assert set(ids) == set(range(7))
+    counts = np.bincount(ids, minlength=7)
+    assert stats.chisquare(counts).pvalue > 1e-3, counts
+
+
+def test_vmapped_insert_equals_per_seed_insert():
+    """Seeds at different cursors (empty, half full, wrapped): vmap(insert) == insert per seed, bit for bit."""
+    replay = Replay(CAP, BATCH, obs_size=2, action_size=1)
+    insert = jax.jit(replay.insert)
+    seeds = []
+    for n_prior in (0, 2, 3):
+        s = replay.init(jax.random.PRNGKey(n_prior))
+        for i in range(n_prior):
+            s = insert(s, chunk(10 + i))
+        seeds.append(s)
+    batched = jax.tree.map(lambda *x: jnp.stack(x), *seeds)
+    new = jax.tree.map(lambda *x: jnp.stack(x), chunk(1), chunk(2), chunk(3))
+    got = jax.jit(jax.vmap(replay.insert))(batched, new)
+    for i, s in enumerate(seeds):
+        want = insert(s, jax.tree.map(lambda x: x[i], new))
+        for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(jax.tree.map(lambda x: x[i], got))):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert [int(replay.size(jax.tree.map(lambda x: x[i], got))) for i in range(3)] == [4, 10, 10]
 
 
 # --------------------------------------------------------------------------- (b) envs
