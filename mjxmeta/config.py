@@ -215,6 +215,12 @@ class Config:
       seed: base PRNG seed; seed i of the run uses ``fold_in(PRNGKey(seed), i)``.
       num_envs: N, teacher environments per candidate.
       rollout_steps: T, teacher steps per environment per iteration.
+      reset_pool: fresh start states per env drawn (one batched reset) for
+        auto-resets: once per iteration for the teacher envs, once per rollout
+        for R-hat and evaluation; an env whose episode ends takes the next one.
+        0 = auto: ceil(max(T, H) / 10), enough for episodes of >= 10 steps on
+        average; beyond that, starts are reused within the iteration (metric
+        ``reused_starts``).
       total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
       log_every: iterations per scan chunk (one log point per chunk).
       eval_envs: evaluation environments (deterministic student, full episodes).
@@ -235,6 +241,7 @@ class Config:
     seed: int = 0
     num_envs: int = 1
     rollout_steps: int = 100
+    reset_pool: int = 0
     total_steps: int = 50_000
     log_every: int = 10
     eval_envs: int = 5
@@ -296,6 +303,14 @@ class Config:
         if not self.visit_samples:
             return 0
         return max(1, min(self.visit_samples // self.log_every, self.num_candidates * self.d0_size))
+
+    @property
+    def resolved_reset_pool(self) -> int:
+        """Fresh start states per env in the auto-reset pool (auto: ceil(max(T, H) / 10))."""
+        if self.reset_pool:
+            return self.reset_pool
+        horizon = max(self.rollout_steps, self.meta.return_horizon if self.is_meta else 0)
+        return max(1, math.ceil(horizon / 10))
 
     @property
     def resolved_episode_length(self) -> int:
@@ -378,6 +393,7 @@ def validate(config: Config) -> Config:
     _int("seed", c.seed, 0, 2**31 - 1)
     _int("num_envs", c.num_envs, 1, 65536)
     _int("rollout_steps", c.rollout_steps, 1, 100_000)
+    _int("reset_pool", c.reset_pool, 0, 100_000)
     _int("total_steps", c.total_steps, 1, 2_000_000_000)  # env_steps is an int32 counter
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)

@@ -169,6 +169,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
 
         def body(carry, k):
             env_state, memory = carry
+            env_state = env.refill_if_short(env_state)  # every start fresh, however many episodes
             if use_teacher:
                 nstate, memory, _, done, _, _ = teacher_step(env, student, teacher, st, norm, params,
                                                              env_state, memory, k)

@@ -27,7 +27,7 @@ from flax import struct
 from mjxmeta import meta, students
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, validate
-from mjxmeta.envs import make, strong
+from mjxmeta.envs import make, reused_starts, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
@@ -76,7 +76,7 @@ class Trainer:
     def __init__(self, config: Config):
         self.config = validate(config)
         c = config
-        self.env = make(c.env, c.resolved_episode_length)
+        self.env = make(c.env, c.resolved_episode_length, starts_per_env=c.resolved_reset_pool)
         self.obs_size = int(self.env.observation_size)
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
@@ -113,6 +113,8 @@ class Trainer:
     def rollout_d0(self, state: TrainState, key: jax.Array):
         """Step 1: execute pi_e in the K*N teacher envs for T steps.
 
+        Draws the envs' pool of fresh start states for this iteration first.
+
         Returns:
           (env_state, teacher memory, D0 transitions (K, T, N, ...),
            teacher inputs (K, T, N, input_size), raw actions (K, T, N, A)).
@@ -124,7 +126,7 @@ class Trainer:
             return (env_state, memory), (tr, u, raw)
 
         (env_state, memory), out = jax.lax.scan(
-            body, (state.env_state, state.teacher.memory), jax.random.split(key, self.T))
+            body, (self.env.refill(state.env_state), state.teacher.memory), jax.random.split(key, self.T))
         by_candidate = jax.tree.map(
             lambda x: jnp.moveaxis(x.reshape((self.T, self.K, self.N) + x.shape[2:]), 1, 0), out)
         d0, inputs, raw = by_candidate
@@ -207,6 +209,7 @@ class Trainer:
         metrics.update(update_metrics)
         metrics["teacher_log_std"] = jnp.mean(self.teacher.log_std(teacher.params))
         metrics["d0_reward"] = jnp.mean(d0.reward)
+        metrics["reused_starts"] = reused_starts(env_state)
         return state, metrics
 
     def run(self, state: TrainState, n: int):

@@ -15,7 +15,9 @@ reset). Checked:
   ``terminated`` = done * (1 - truncation) = the reference termination;
 * the episode step counter restarts at 0 after each reset;
 * every start state (first reset and every auto-reset) is a fresh random state:
-  all differ across episodes and envs.
+  all differ across episodes and envs; auto-resets take their start from the
+  pool drawn for the current iteration (``refill`` every 10 steps, as the
+  trainer does once per iteration) and none is reused.
 
 One jitted scan per env (compile: a few seconds for pendulum, ~10-30 s for the
 MJX envs on a 2-core CPU).
@@ -32,6 +34,7 @@ import mjxmeta.envs
 from mjxmeta.config import ENV_NAMES
 
 EP_LEN, N_ENVS, STEPS = 10, 4, 30
+REFILL, POOL_PER_ENV = 10, 8  # a new start pool every 10 steps, 32 starts: more than 4 envs can use
 TERMINATING = {"inverted_pendulum", "inverted_double_pendulum", "hopper"}
 
 
@@ -44,34 +47,43 @@ def actions(action_size: int) -> np.ndarray:
 
 
 def rollout(name: str):
-    """Steps ``make(name)`` and the reference; returns numpy arrays with leading (STEPS, N_ENVS)."""
-    env = mjxmeta.envs.make(name, episode_length=EP_LEN)
+    """Steps ``make(name)`` and the reference as the trainer does: 3 iterations of REFILL steps, a new
+    start pool before each. Returns (first obs (N_ENVS, obs), per-step arrays with leading (STEPS, N_ENVS),
+    pool obs per iteration (3, P, obs), reused starts per iteration (3,))."""
+    env = mjxmeta.envs.make(name, episode_length=EP_LEN, starts_per_env=POOL_PER_ENV)
     base = mjxmeta.envs.make_base(name)
     base_info = list(jax.eval_shape(base.reset, jax.random.PRNGKey(0)).info)
+
+    def body(prev, a):
+        ref_in = prev.replace(info={k: prev.info[k] for k in base_info}, done=jnp.zeros_like(prev.done))
+        ref = jax.vmap(base.step)(ref_in, a)
+        s = env.step(prev, a)
+        out = dict(done=s.done, truncation=s.info["truncation"], terminated=mjxmeta.envs.terminated(s),
+                   steps=s.info["steps"], obs=s.obs, final_obs=s.info["final_obs"], reward=s.reward,
+                   ref_obs=ref.obs, ref_reward=ref.reward, ref_done=ref.done)
+        return s, out
+
+    def iteration(state, acts):
+        state = env.refill(state)
+        pool_obs = state.info["pool"]["obs"]
+        state, out = jax.lax.scan(body, state, acts)
+        return state, (out, pool_obs, mjxmeta.envs.reused_starts(state))
 
     @jax.jit
     def run(keys, acts):
         state = env.reset(keys)
+        _, (out, pools, reused) = jax.lax.scan(iteration, state, acts.reshape((-1, REFILL) + acts.shape[1:]))
+        return state.obs, jax.tree.map(lambda x: x.reshape((STEPS,) + x.shape[2:]), out), pools, reused
 
-        def body(prev, a):
-            ref_in = prev.replace(info={k: prev.info[k] for k in base_info}, done=jnp.zeros_like(prev.done))
-            ref = jax.vmap(base.step)(ref_in, a)
-            s = env.step(prev, a)
-            out = dict(done=s.done, truncation=s.info["truncation"], terminated=mjxmeta.envs.terminated(s),
-                       steps=s.info["steps"], obs=s.obs, final_obs=s.info["final_obs"], reward=s.reward,
-                       ref_obs=ref.obs, ref_reward=ref.reward, ref_done=ref.done)
-            return s, out
-
-        _, out = jax.lax.scan(body, state, acts)
-        return state.obs, out
-
-    obs0, out = run(jax.random.split(jax.random.PRNGKey(1), N_ENVS), jnp.asarray(actions(base.action_size)))
-    return np.asarray(obs0), jax.tree.map(np.asarray, out)
+    obs0, out, pools, reused = run(jax.random.split(jax.random.PRNGKey(1), N_ENVS),
+                                   jnp.asarray(actions(base.action_size)))
+    return np.asarray(obs0), jax.tree.map(np.asarray, out), np.asarray(pools), np.asarray(reused)
 
 
 @pytest.mark.parametrize("name", ENV_NAMES)
 def test_auto_reset_flags_final_obs_and_fresh_starts(name):
-    obs0, o = rollout(name)
+    obs0, o, pools, reused = rollout(name)
+    np.testing.assert_array_equal(reused, 0)
     np.testing.assert_allclose(o["final_obs"], o["ref_obs"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(o["reward"], o["ref_reward"], rtol=1e-5, atol=1e-5)
 
@@ -94,6 +106,8 @@ def test_auto_reset_flags_final_obs_and_fresh_starts(name):
         np.testing.assert_array_equal(o["obs"][t][~done], o["final_obs"][t][~done])
         for i in np.flatnonzero(done):
             starts[i].append(o["obs"][t][i])
+            # Taken from this iteration's pool of fresh starts.
+            assert np.any(np.all(pools[t // REFILL] == o["obs"][t][i], axis=-1)), (t, i)
     if name in TERMINATING:
         assert terminations > 0, "the pushing actions should make this env terminate before the limit"
     else:  # these envs never terminate: done exactly at every time limit, never stuck at 1

@@ -132,7 +132,7 @@ def np_pendulum_step(pipeline_state, action):
 @pytest.fixture(scope="module")
 def pendulum_run():
     """10 steps of 3 pendulum envs with episode_length 5; every state and action kept."""
-    env = mjxmeta.envs.make("pendulum", episode_length=EP_LEN)
+    env = mjxmeta.envs.make("pendulum", episode_length=EP_LEN, starts_per_env=2)  # 2 resets per env, no refill
     reset, step = jax.jit(env.reset), jax.jit(env.step)
     states = [reset(jax.random.split(jax.random.PRNGKey(0), N_ENVS))]
     actions = np.random.default_rng(0).uniform(-1, 1, size=(2 * EP_LEN, N_ENVS, 1)).astype(np.float32)
@@ -244,3 +244,32 @@ def test_step_state_has_reset_dtypes_and_weak_types(pendulum_run):
     # A scan carry built from reset survives env.step (no dtype/weak-type change).
     jax.jit(lambda s: jax.lax.scan(lambda c, _: (env.step(c, jnp.zeros((N_ENVS, 1))), None), s, None,
                                    length=2)[0])(states[0])
+
+
+# --------------------------------------------------------------------------- (d) start pool
+def test_start_pool_order_reuse_count_and_refill_if_short():
+    """3 envs, pool of 3, episodes of 2 steps: resets take pool rows in env order, then reuse them
+    (counted); ``refill_if_short`` draws a new pool instead, so no start repeats."""
+    env = mjxmeta.envs.make("pendulum", episode_length=2, starts_per_env=1)
+    zero = jnp.zeros((N_ENVS, 1))
+    step, reset = jax.jit(env.step), jax.jit(env.reset)
+    s = reset(jax.random.split(jax.random.PRNGKey(0), N_ENVS))
+    pool = np.asarray(s.info["pool"]["obs"])
+    assert pool.shape == (N_ENVS, 3)
+    for t in range(1, 7):
+        s = step(s, zero)
+        if t % 2 == 0:  # every env resets; row i goes to env i, first fresh then reused
+            np.testing.assert_array_equal(np.asarray(s.obs), pool)
+            assert int(mjxmeta.envs.reused_starts(s)) == (t // 2 - 1) * N_ENVS
+    np.testing.assert_array_equal(np.asarray(s.info["pool"]["obs"]), pool)  # step never redraws
+
+    refill_step = jax.jit(lambda s: env.step(env.refill_if_short(s), zero))
+    s = reset(jax.random.split(jax.random.PRNGKey(0), N_ENVS))
+    starts = [np.asarray(s.obs)]
+    for t in range(1, 9):
+        s = refill_step(s)
+        assert int(mjxmeta.envs.reused_starts(s)) == 0
+        if t % 2 == 0:
+            starts.append(np.asarray(s.obs))
+    flat = np.concatenate(starts)  # 5 x 3 starts, all distinct
+    assert len({tuple(np.round(r, 6)) for r in flat}) == len(flat)

@@ -9,11 +9,15 @@ Every env returned by :func:`make` takes a batch of raw PRNG keys of shape
 * ``info['final_obs']`` (B, obs_size): the true last observation s_{t+1} of the
   step, *before* the auto-reset replaced ``obs`` with a fresh start state, so a
   critic can bootstrap through truncation;
+* ``info['pool']``, ``info['pool_taken']``: the auto-reset pool of fresh start
+  states (leading axis P) and how many entries were taken since it was drawn;
 * every leaf strong-typed with the dtype ``reset`` gives it, so a ``lax.scan``
   carry built from ``reset`` never changes type.
 
 Unlike Brax's ``AutoResetWrapper`` (which always returns to the episode's first
-state), a finished episode restarts from a fresh random start state.
+state), a finished episode restarts from a fresh random start state, taken
+from a pool drawn by one batched reset (:class:`FreshAutoResetWrapper`), so
+``step`` itself never resets (MJX reset runs the forward kinematics).
 """
 
 from __future__ import annotations
@@ -58,41 +62,93 @@ class ActionRescaleWrapper(Wrapper):
         return self.env.step(state, scaled)
 
 
-class FreshAutoResetWrapper(Wrapper):
-    """Auto-reset to a *fresh* random start state; keeps the true final obs.
+_OWN_INFO = ("reset_key", "final_obs", "pool", "pool_taken")
 
-    Expects a batched env (``VmapWrapper`` + ``EpisodeWrapper`` below it).
+
+class FreshAutoResetWrapper(Wrapper):
+    """Auto-reset to a *fresh* random start state from a pool; keeps the true final obs.
+
+    Expects a batched env (``VmapWrapper`` + ``EpisodeWrapper`` below it). With
+    B envs the state holds a pool of P = ``starts_per_env`` * B fresh start
+    states (``info['pool']``, leading axis P) drawn by one batched reset. An env
+    whose episode ends takes the next unused pool entry (index = entries taken
+    so far + its rank among this step's finishers), so ``step`` runs no reset.
+    :meth:`refill` draws a new pool; the trainer calls it once per iteration.
+    If more than P episodes end between refills, entries are reused in order
+    (counted by :func:`reused_starts`).
     """
 
+    def __init__(self, env: Env, starts_per_env: int = 1):
+        super().__init__(env)
+        if starts_per_env < 1:
+            raise ValueError(f"starts_per_env must be >= 1, got {starts_per_env}")
+        self.starts_per_env = starts_per_env
+
+    def _pool(self, keys: jax.Array) -> dict:
+        """P = starts_per_env * B start states (pipeline_state, obs) from keys (B, 2)."""
+        sub = jax.vmap(lambda k: jax.random.split(k, self.starts_per_env))(keys).reshape(-1, 2)
+        fresh = self.env.reset(sub)
+        return {"pipeline_state": fresh.pipeline_state, "obs": fresh.obs}
+
     def reset(self, rng: jax.Array) -> State:
-        keys = jax.vmap(jax.random.split)(rng)  # (B, 2, 2)
+        """B start states from raw keys (B, 2), plus a fresh pool."""
+        keys = jax.vmap(lambda k: jax.random.split(k, 3))(rng)  # (B, 3, 2)
         state = self.env.reset(keys[:, 0])
-        state.info["reset_key"] = keys[:, 1]
+        state.info["reset_key"] = keys[:, 2]
         state.info["final_obs"] = state.obs
+        state.info["pool"] = self._pool(keys[:, 1])
+        state.info["pool_taken"] = jnp.zeros((), jnp.int32)
         return strong(state)
 
-    def step(self, state: State, action: jax.Array) -> State:
+    def refill(self, state: State) -> State:
+        """Replaces the pool with P new fresh start states (P resets); nothing else changes."""
         keys = jax.vmap(jax.random.split)(state.info["reset_key"])
-        info = {k: v for k, v in state.info.items() if k not in ("reset_key", "final_obs")}
+        info = dict(state.info, reset_key=keys[:, 0], pool=self._pool(keys[:, 1]),
+                    pool_taken=jnp.zeros((), jnp.int32))
+        return strong(state.replace(info=info))
+
+    def refill_if_short(self, state: State) -> State:
+        """:meth:`refill` only if the next step could use more entries than the pool has left.
+
+        A ``lax.cond``: outside ``vmap`` it draws a pool only when needed (every
+        start fresh at little cost, e.g. for rendering); under ``vmap`` both
+        branches run, so batched callers should :meth:`refill` on a schedule.
+        """
+        short = state.info["pool_taken"] + state.done.shape[0] > state.info["pool"]["obs"].shape[0]
+        return jax.lax.cond(short, self.refill, lambda s: s, state)
+
+    def step(self, state: State, action: jax.Array) -> State:
+        info = {k: v for k, v in state.info.items() if k not in _OWN_INFO}
         # Zero ``done`` before stepping (as Brax's AutoResetWrapper does): Brax's
         # halfcheetah and reacher pass ``state.done`` through instead of
         # recomputing it, so a done carried in would stay 1 forever.
         nstate = self.env.step(state.replace(info=info, done=jnp.zeros_like(state.done)), action)
-        fresh = self.env.reset(keys[:, 1])
-        done = nstate.done
+        done = nstate.done > 0
+        pool, taken = state.info["pool"], state.info["pool_taken"]
+        size = pool["obs"].shape[0]
+        rank = jnp.cumsum(done.astype(jnp.int32)) - 1  # this env's place among this step's finishers
+        fresh = jax.tree.map(lambda x: x[(taken + rank) % size], pool)
 
         def where_done(new, old):
             d = jnp.reshape(done, done.shape + (1,) * (old.ndim - done.ndim))
-            return jnp.where(d > 0, new, old)
+            return jnp.where(d, new, old)
 
-        pipeline_state = jax.tree.map(where_done, fresh.pipeline_state, nstate.pipeline_state)
-        obs = where_done(fresh.obs, nstate.obs)
+        pipeline_state = jax.tree.map(where_done, fresh["pipeline_state"], nstate.pipeline_state)
+        obs = where_done(fresh["obs"], nstate.obs)
         info = dict(nstate.info)
-        info["steps"] = jnp.where(done > 0, jnp.zeros_like(info["steps"]), info["steps"])
-        info["reset_key"] = keys[:, 0]
+        info["steps"] = jnp.where(done, jnp.zeros_like(info["steps"]), info["steps"])
+        info["reset_key"] = state.info["reset_key"]
         info["final_obs"] = nstate.obs
+        info["pool"] = pool
+        info["pool_taken"] = taken + jnp.sum(done, dtype=jnp.int32)
         out = nstate.replace(pipeline_state=pipeline_state, obs=obs, info=info)
         return strong(out)
+
+
+def reused_starts(state: State) -> jax.Array:
+    """Auto-resets since the last pool draw that reused a pool entry (int32 scalar; 0 = all fresh)."""
+    size = state.info["pool"]["obs"].shape[0]
+    return jnp.maximum(state.info["pool_taken"] - size, 0)
 
 
 def make_base(name: str, backend: str = "mjx") -> Env:
@@ -111,7 +167,7 @@ def make_base(name: str, backend: str = "mjx") -> Env:
     raise ValueError(f"unknown env {name!r}: valid names are {ENV_NAMES}")
 
 
-def make(name: str, episode_length: int = 0, backend: str = "mjx") -> Env:
+def make(name: str, episode_length: int = 0, backend: str = "mjx", starts_per_env: int = 1) -> Env:
     """Batched, auto-resetting env ``name`` (see module docstring).
 
     Args:
@@ -119,13 +175,16 @@ def make(name: str, episode_length: int = 0, backend: str = "mjx") -> Env:
       episode_length: time limit in steps; 0 =
         :func:`mjxmeta.config.default_episode_length`.
       backend: Brax physics backend for the MuJoCo envs (default ``"mjx"``).
+      starts_per_env: fresh start states per env in the auto-reset pool (see
+        :class:`FreshAutoResetWrapper`).
 
     Raises:
-      ValueError: on an unknown name (the message lists the valid ones).
+      ValueError: on an unknown name (the message lists the valid ones) or
+        ``starts_per_env`` < 1.
     """
     env = make_base(name, backend)
     length = episode_length or default_episode_length(name)
-    return FreshAutoResetWrapper(EpisodeWrapper(VmapWrapper(env), length, 1))
+    return FreshAutoResetWrapper(EpisodeWrapper(VmapWrapper(env), length, 1), starts_per_env)
 
 
 def terminated(state: State) -> jax.Array:
