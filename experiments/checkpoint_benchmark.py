@@ -48,7 +48,7 @@ def main() -> None:
         state, _ = trainer.run_chunk(state)
     if a.fill:
         data = state.buffer.data
-        noise = jax.tree.map(lambda x: jax.random.normal(jax.random.PRNGKey(1), x.shape, x.dtype), data.experience)
+        noise = jax.random.normal(jax.random.PRNGKey(1), data.experience.shape, data.experience.dtype)
         state = state.replace(buffer=state.buffer.replace(data=data.replace(experience=noise)))
     state = jax.block_until_ready(state)
     state_bytes = sum(x.nbytes for x in jax.tree.leaves(state))

@@ -463,7 +463,7 @@ def test_resume_in_a_new_process_is_bit_identical_to_a_straight_run(run_a, run_b
         lb, _ = leaves_with_names(getattr(s8, part))
         assert la, part
         assert any(x.tobytes() != y.tobytes() for (_, x), (_, y) in zip(la, lb)), f"{part} unchanged 4 -> 8"
-    assert np.any(np.asarray(s4.buffer.data.experience.obs) != 0)
+    assert np.any(np.asarray(s4.buffer.data.experience) != 0)
 
     rows_a, rows_b = metrics_rows(a), metrics_rows(b)
     assert_each_log_point_once(rows_b, 8)

@@ -72,8 +72,8 @@ def test_replay_ring_holds_newest_rows_in_fifo_order():
         state = jax.jit(replay.insert)(state, chunk(i))
     cursor = int(state.data.current_index)
     assert cursor == (N_CHUNKS * CHUNK) % CAP
-    rows = np.asarray(state.data.experience.reward)[0]
-    in_age_order = rows[(cursor + np.arange(CAP)) % CAP]
+    rows = np.asarray(state.data.experience)[0]  # (CAP, row): obs (2), action (1), reward, ...
+    in_age_order = rows[(cursor + np.arange(CAP)) % CAP, 3]
     np.testing.assert_array_equal(in_age_order, np.arange(N_CHUNKS * CHUNK - CAP, N_CHUNKS * CHUNK))
 
 
