@@ -54,7 +54,7 @@ BAD = [
     # counts
     ("seeds", 0), ("meta.candidates", 0), ("seeds", 5000), ("meta.candidates", -1),
     # negative sizes
-    ("num_envs", -1), ("rollout_steps", -5), ("episode_length", -1), ("eval_envs", -2),
+    ("num_envs", -1), ("rollout_steps", -5), ("episode_length", -1), ("eval_envs", -2), ("reset_pool", -1),
     ("student.batch_size", -64), ("student.buffer_size", -1), ("meta.return_envs", -1),
     ("meta.return_horizon", -200), ("meta.lookahead_updates", -1), ("student.updates_per_iteration", -1),
     ("student.hidden", (64, -1)), ("teacher.hidden", (-3,)), ("student.hidden", ()), ("total_steps", 0),
