@@ -22,7 +22,7 @@ from mjxmeta.teachers import Teacher
 
 
 def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
-                 env_state: Any, memory: jax.Array, key: jax.Array
+                 env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None
                  ) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
     """Acts with pi_e in a batch of B envs for one step.
 
@@ -34,6 +34,8 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
       env_state: Brax state with ``obs`` (B, obs_size).
       memory: (B, M) teacher memory (OU noise, previous TD error, ...).
       key: raw key (2,) for the teacher's noise.
+      eps: optional standard-normal noise (B, A) used instead of drawing it
+        from ``key`` (antithetic or common noise across candidates).
 
     Returns:
       (env_state, memory, transition (B, ...), done (B,) episode ended
@@ -44,7 +46,7 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
     u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory)
-    raw, memory = teacher.sample(teacher_params, memory, key, u)
+    raw, memory = teacher.sample(teacher_params, memory, key, u, eps)
     env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
     memory = teacher.observe(memory, done, lambda: student.td_error(student_state, norm, tr))
     return env_state, memory, tr, done, u, raw

@@ -36,6 +36,9 @@ META_TEACHERS = ("meta_variance", "meta", "meta_state")
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
 STUDENT_NAMES = ("ddpg",)
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
+ESTIMATOR_NAMES = ("reinforce", "es")
+LOG_STD_BOUNDS = ("sigmoid", "clip")
+LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
 # Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps), Brax's MJX envs (1000).
 EPISODE_LENGTHS = {"pendulum": 200}
@@ -162,8 +165,19 @@ class TeacherConfig:
         ``none`` (the paper's estimator) or ``auto`` (leave_one_out if K >= 2,
         else ema).
       ema_decay: decay of the moving-average baseline.
-      min_log_std: lower clip of the learned log sigma.
-      max_log_std: upper clip of the learned log sigma.
+      min_log_std: lower bound of the learned log sigma.
+      max_log_std: upper bound of the learned log sigma.
+      log_std_bound: how log sigma is kept in [min_log_std, max_log_std]:
+        ``sigmoid`` (log sigma = min + (max - min) sigmoid(raw); the gradient
+        never vanishes, so Adam can always bring it back) or ``clip`` (a hard
+        clip: the gradient is exactly zero outside the range and Adam momentum
+        can park the parameter there for good; measured in the tests).
+      estimator: meta-gradient estimator of the teacher's parameters:
+        ``reinforce`` (eq. 2, through the action log-probabilities) or ``es``
+        (antithetic parameter perturbations theta +- es_sigma delta across the
+        K candidates with common start states, common action noise and common
+        look-ahead minibatches; needs an even K).
+      es_sigma: perturbation scale of the ``es`` estimator in the raw parameter space.
     """
 
     name: str = field(default="meta", metadata={"flag": "teacher", "choices": TEACHER_NAMES})
@@ -177,6 +191,9 @@ class TeacherConfig:
     ema_decay: float = 0.9
     min_log_std: float = -5.0
     max_log_std: float = 1.0
+    log_std_bound: str = field(default="sigmoid", metadata={"choices": LOG_STD_BOUNDS})
+    estimator: str = field(default="reinforce", metadata={"choices": ESTIMATOR_NAMES})
+    es_sigma: float = 0.05
 
 
 @dataclass(frozen=True)
@@ -185,15 +202,37 @@ class MetaConfig:
 
     Attributes:
       candidates: K, candidate D0 batches per iteration.
-      lookahead_updates: gradient steps of each look-ahead pi'_k on its D0;
-        0 = auto: one per two D0 transitions, the student's ratio (50 for
-        N*T = 100).
+      lookahead_updates: gradient steps of each look-ahead pi'_k; 0 = auto:
+        one per two D0 transitions, the student's ratio (50 for N*T = 100).
+      lookahead_lr_scale: the look-ahead's actor and critic learning rates are
+        the student's times this factor (Adam state carried over).
+      lookahead_data: minibatches of the look-ahead: ``d0`` (D0 only, the
+        paper's reading) or ``mixed`` (B u D0: a share lookahead_d0_fraction
+        of every minibatch from D0, the rest from the replay buffer B with the
+        same buffer rows for every candidate, so candidates differ only by D0).
+        Default ``mixed``: on pendulum the D0-only look-ahead made pi' worse
+        than pi by 100-400 return for most sigma, the mixed one by ~4 (student
+        at 10k steps) and far less than D0-only at 30k steps
+        (experiments/meta_gradient/results).
+      lookahead_d0_fraction: share of each ``mixed`` minibatch drawn from D0;
+        round(fraction * batch_size) rows, at least 1.
+      paired: paired candidates: all K candidates start their D0 from the same
+        env states, draw antithetic action noise (eps for k < K/2, -eps for
+        candidate k + K/2) and use the same look-ahead minibatch indices; needs
+        an even K; implied by the ``es`` estimator (with common, not
+        antithetic, noise). Caution: the REINFORCE score of log sigma,
+        sum_t (eps_t^2 - 1), is even in eps, so with K = 2 and leave-one-out
+        the log-sigma gradient is exactly 0; pairing helps the mean f only.
       return_envs: E, parallel environments for R-hat (common random numbers).
       return_horizon: H, steps of each R-hat rollout (paper: ~200).
     """
 
     candidates: int = 2
     lookahead_updates: int = 0
+    lookahead_lr_scale: float = 1.0
+    lookahead_data: str = field(default="mixed", metadata={"choices": LOOKAHEAD_DATA})
+    lookahead_d0_fraction: float = 0.25
+    paired: bool = False
     return_envs: int = 1
     return_horizon: int = 200
 
@@ -271,6 +310,18 @@ class Config:
     def lookahead_updates(self) -> int:
         """Look-ahead gradient steps per candidate (auto: d0_size // 2, at least 1)."""
         return self.meta.lookahead_updates or max(1, self.d0_size // 2)
+
+    @property
+    def lookahead_d0_rows(self) -> int:
+        """Rows of each look-ahead minibatch drawn from D0 (all of them for ``d0``)."""
+        if self.meta.lookahead_data == "d0":
+            return self.student.batch_size
+        return max(1, round(self.meta.lookahead_d0_fraction * self.student.batch_size))
+
+    @property
+    def paired(self) -> bool:
+        """Paired candidates: common start states and look-ahead indices (``meta.paired`` or ES)."""
+        return self.is_meta and (self.meta.paired or self.teacher.estimator == "es")
 
     @property
     def student_updates(self) -> int:
@@ -430,13 +481,30 @@ def validate(config: Config) -> Config:
     _float("teacher.max_log_std", t.max_log_std, -20.0, 5.0)
     if t.min_log_std >= t.max_log_std:
         raise ConfigError("teacher.min_log_std", t.min_log_std, f"a number below teacher.max_log_std={t.max_log_std}")
-    if not t.min_log_std <= math.log(t.init_std) <= t.max_log_std:
+    _choice("teacher.log_std_bound", t.log_std_bound, LOG_STD_BOUNDS)
+    if t.log_std_bound == "clip" and not t.min_log_std <= math.log(t.init_std) <= t.max_log_std:
         raise ConfigError("teacher.init_std", t.init_std,
                           f"a value whose log lies in [teacher.min_log_std, teacher.max_log_std] = "
                           f"[{t.min_log_std}, {t.max_log_std}]")
+    if t.log_std_bound == "sigmoid" and not t.min_log_std < math.log(t.init_std) < t.max_log_std:
+        raise ConfigError("teacher.init_std", t.init_std,
+                          f"a value whose log lies strictly inside (teacher.min_log_std, teacher.max_log_std) = "
+                          f"({t.min_log_std}, {t.max_log_std}) (the sigmoid bound reaches its ends only at infinity)")
+    _choice("teacher.estimator", t.estimator, ESTIMATOR_NAMES)
+    _float("teacher.es_sigma", t.es_sigma, 0.0, 10.0, lo_open=True)
 
     _int("meta.candidates", m.candidates, 1, 4096)
     _int("meta.lookahead_updates", m.lookahead_updates, 0, 10**6)
+    _float("meta.lookahead_lr_scale", m.lookahead_lr_scale, 0.0, 1e3, lo_open=True)
+    _choice("meta.lookahead_data", m.lookahead_data, LOOKAHEAD_DATA)
+    _float("meta.lookahead_d0_fraction", m.lookahead_d0_fraction, 0.0, 1.0, lo_open=True)
+    _bool("meta.paired", m.paired)
+    if c.is_meta and m.paired and m.candidates % 2:
+        raise ConfigError("meta.candidates", m.candidates,
+                          "an even number when meta.paired is on (antithetic pairs eps, -eps)")
+    if c.is_meta and t.estimator == "es" and m.candidates % 2:
+        raise ConfigError("meta.candidates", m.candidates,
+                          "an even number when teacher.estimator = 'es' (antithetic pairs theta +- es_sigma delta)")
     _int("meta.return_envs", m.return_envs, 1, 65536)
     _int("meta.return_horizon", m.return_horizon, 1, 100_000)
     if c.is_meta and t.baseline == "leave_one_out" and m.candidates < 2:

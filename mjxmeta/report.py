@@ -226,7 +226,17 @@ class Group:
         return self.teacher in META_TEACHERS
 
 
-_CURVE_KEYS = ("eval_return", "meta_reward", "teacher_log_std", "return_pi", "d0_reward")
+_META_PANELS = (  # (metrics.jsonl key, title, y label, transform of the per-seed values)
+    ("meta_reward", "meta-reward", "ℛ̂ = R̂(π') − R̂(π)  (chunk mean)", None),
+    ("teacher_log_std", "teacher exploration σ", "σ = exp(mean log σ)  (normalized actions)", np.exp),
+    ("teacher_grad_norm", "meta-gradient norm", "‖ĝ‖  (chunk mean)", None),
+    ("advantage_rms", "advantage spread", "RMS over candidates of ℛ_k − b_k", None),
+    ("grad_cosine_ema", "cos(ĝ_t, ĝ_{t−1}), EMA 0.9", "≈ 0: sign flips (noise); > 0: a direction", None),
+    ("log_std_shift", "teacher log σ moved since start", "mean_i |log σ_i − log σ_i(0)|", None),
+    ("log_std_path", "teacher log σ path length", "Σ_t mean_i |Δ log σ_i|", None),
+    ("net_shift", "teacher net f moved since start", "‖θ_f − θ_f(0)‖", None),
+)
+_CURVE_KEYS = ("eval_return", "return_pi", "d0_reward") + tuple(k for k, *_ in _META_PANELS)
 
 
 def _pool_key(run: Run) -> str:
@@ -482,42 +492,45 @@ def plot_learning_curves(groups_by_env: dict[str, list[Group]], out_png: str | P
 
 def plot_meta(groups_by_env: dict[str, list[Group]], out_png: str | Path, reps: int = 2000,
               seed: int = 0) -> Path | None:
-    """Meta-reward and teacher σ vs. env steps for meta teachers; None if there are none.
+    """Meta-reward, teacher σ and the meta-gradient diagnostics vs. env steps; None without meta teachers.
 
-    One row per env with a meta teacher; left: meta-reward ℛ̂ = R̂(π') − R̂(π)
-    (the chunk mean of ``meta_reward``), right: σ = exp(``teacher_log_std``),
-    the geometric mean over action dims of the learned exploration std at the
-    end of each chunk, in normalized action units. Lines: IQM over seeds with a
-    95 % bootstrap band.
+    One row of panels per env with a meta teacher (:data:`_META_PANELS`):
+    meta-reward ℛ̂ = R̂(π') − R̂(π) (chunk mean), σ = exp(``teacher_log_std``)
+    (geometric mean over action dims at the end of each chunk, normalized
+    action units), the meta-gradient norm, the advantage spread across the K
+    candidates, the EMA of the cosine between successive meta-gradients, and
+    how far log σ and the teacher network f have moved since the start.
+    Panels without data (runs from before the diagnostics existed) stay
+    empty. Lines: IQM over seeds with a 95 % bootstrap band.
     """
     metas = {env: [g for g in gs if g.is_meta] for env, gs in groups_by_env.items()}
     metas = {env: gs for env, gs in metas.items() if gs}
     if not metas:
         return None
-    fig, axes = _figure(2 * len(metas), 2)
+    ncols = 4
+    rows_per_env = math.ceil(len(_META_PANELS) / ncols)
+    fig, axes = _figure(ncols * rows_per_env * len(metas), ncols, w=4.6, h=3.3)
     colors = _colors(groups_by_env)
     for r, (env, groups) in enumerate(metas.items()):
-        a_r, a_s = axes[r, 0], axes[r, 1]
-        for i, g in enumerate(groups):
-            lab = f"{g.label} (n={g.num_seeds})"
-            if np.all(np.isfinite(g.curves["meta_reward"])):
-                _band(a_r, g.steps, g.curves["meta_reward"], colors[g.label], lab, reps, seed + i)
-            if np.all(np.isfinite(g.curves["teacher_log_std"])):
-                _band(a_s, g.steps, g.curves["teacher_log_std"], colors[g.label], lab, reps, seed + i, np.exp)
-        a_r.axhline(0.0, color="k", lw=0.8, ls="--")
-        a_r.set_title(f"{env}: meta-reward")
-        a_r.set_ylabel("ℛ̂ = R̂(π') − R̂(π)  (chunk mean)")
-        a_s.set_title(f"{env}: teacher exploration σ")
-        a_s.set_ylabel("σ = exp(mean log σ)  (normalized actions)")
-        for ax in (a_r, a_s):
+        for p, (key, title, ylabel, transform) in enumerate(_META_PANELS):
+            ax = axes[r * rows_per_env + p // ncols, p % ncols]
+            for i, g in enumerate(groups):
+                if np.all(np.isfinite(g.curves[key])):
+                    _band(ax, g.steps, g.curves[key], colors[g.label], f"{g.label} (n={g.num_seeds})", reps,
+                          seed + i, transform)
+            if key in ("meta_reward", "grad_cosine_ema"):
+                ax.axhline(0.0, color="k", lw=0.8, ls="--")
+            ax.set_title(f"{env}: {title}", fontsize="medium")
+            ax.set_ylabel(ylabel, fontsize="small")
             ax.set_xlabel(ENV_STEPS_LABEL)
             ax.grid(alpha=0.3)
             ax.ticklabel_format(axis="x", style="sci", scilimits=(-3, 4))
-            ax.legend(fontsize="small", title="IQM ± 95 % CI", title_fontsize="small")
-    fig.suptitle("Meta teachers")
+            if p == 0:
+                ax.legend(fontsize="small", title="IQM ± 95 % CI", title_fontsize="small")
+    fig.suptitle("Meta teachers: meta-reward, σ and meta-gradient diagnostics")
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=100)
     return out
 
 

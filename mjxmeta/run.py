@@ -98,17 +98,20 @@ def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndar
 
     Args:
       metrics: {name: (S, log_every)} per-iteration scalars; a row holds their
-        chunk mean (``teacher_log_std``: its last value).
+        chunk mean (:data:`mjxmeta.meta.SNAPSHOT_METRICS`, e.g. ``teacher_log_std``:
+        their last value).
       returns: (S, eval_envs) evaluation returns; a row holds their mean.
       env_steps: (S,) env steps done.
       wall: seconds since the run started (across resumes).
     """
+    from mjxmeta.meta import SNAPSHOT_METRICS
+
     rows = []
     for s in range(returns.shape[0]):
         row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
                "eval_return": float(np.mean(returns[s])), "wall_s": round(wall, 3)}
         for k, v in metrics.items():
-            row[k] = float(v[s, -1]) if k == "teacher_log_std" else float(np.mean(v[s]))
+            row[k] = float(v[s, -1]) if k in SNAPSHOT_METRICS else float(np.mean(v[s]))
         rows.append(row)
     return rows
 

@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -68,7 +69,8 @@ class TeacherState:
 
     Attributes:
       params: ``{'log_std': (A,), 'net': flax params}`` (``net`` only for
-        ``meta``/``meta_state``).
+        ``meta``/``meta_state``); ``log_std`` is the unconstrained parameter
+        that :meth:`Teacher.log_std` maps into [min_log_std, max_log_std].
       opt_state: optax state of the meta-gradient step.
       memory: (num_envs_total, M) per-env recurrent quantity: OU noise x_t
         (M = A) for ``ou``, delta_{t-1} (M = 1) for ``meta_state``, zeros (M = 1)
@@ -103,15 +105,42 @@ class Teacher:
     def init(self, key: jax.Array, num_envs: int) -> TeacherState:
         """Initial teacher state for ``num_envs`` teacher environments."""
         std = self.config.ou_sigma if self.name == "ou" else self.config.init_std
-        params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), math.log(std), jnp.float32)}
+        raw = math.log(std) if self.name == "ou" else self.log_std_param(math.log(std))
+        params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), raw, jnp.float32)}
         if self.has_net:
             params["net"] = self.net.init(key, jnp.zeros((1, self.input_size), jnp.float32))
         return TeacherState(params, self.optim.init(params),
                             jnp.zeros((num_envs, self.memory_size), jnp.float32), jnp.zeros((), jnp.float32))
 
     def log_std(self, params) -> jax.Array:
-        """(A,) log sigma clipped to [min_log_std, max_log_std]."""
-        return jnp.clip(params["log_std"], self.config.min_log_std, self.config.max_log_std)
+        """(A,) log sigma in [min_log_std, max_log_std] from the parameter ``params['log_std']``.
+
+        ``sigmoid`` bound: lo + (hi - lo) sigmoid(raw), smooth, gradient
+        (hi - lo) s (1 - s) > 0 everywhere; ``clip`` bound: clip(raw, lo, hi),
+        gradient 0 outside [lo, hi]. ``ou`` stores log ou_sigma unbounded.
+        """
+        lo, hi, raw = self.config.min_log_std, self.config.max_log_std, params["log_std"]
+        if self.name == "ou":
+            return raw
+        if self.config.log_std_bound == "sigmoid":
+            return lo + (hi - lo) * jax.nn.sigmoid(raw)
+        return jnp.clip(raw, lo, hi)
+
+    def log_std_param(self, log_std):
+        """Inverse of :meth:`log_std` inside the bounds: the parameter value giving ``log_std``.
+
+        Args:
+          log_std: float or concrete array strictly inside
+            (min_log_std, max_log_std) for the ``sigmoid`` bound.
+
+        Returns:
+          NumPy float32 array of ``log_std``'s shape.
+        """
+        if self.name == "ou" or self.config.log_std_bound == "clip":
+            return np.asarray(log_std, np.float32)
+        lo, hi = self.config.min_log_std, self.config.max_log_std
+        p = (np.asarray(log_std, np.float64) - lo) / (hi - lo)
+        return (np.log(p) - np.log1p(-p)).astype(np.float32)
 
     # ---- acting ---------------------------------------------------------
     def inputs(self, obs_n: jax.Array, mu: jax.Array, q_fn: Callable[[], jax.Array],
@@ -140,13 +169,18 @@ class Teacher:
             return self.net.apply(params["net"], inputs)
         return jax.lax.stop_gradient(inputs)  # mu(s), held fixed
 
-    def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array):
+    def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array, eps: jax.Array | None = None):
         """Draws the unclipped action.
+
+        Args:
+          eps: optional standard-normal noise (B, A) to use instead of drawing
+            it from ``key`` (antithetic or common noise across candidates).
 
         Returns:
           (raw_action (B, A), memory (B, M)).
         """
-        eps = jax.random.normal(key, inputs.shape[:-1] + (self.action_size,), jnp.float32)
+        if eps is None:
+            eps = jax.random.normal(key, inputs.shape[:-1] + (self.action_size,), jnp.float32)
         mean = self.mean(params, inputs)
         if self.name == "ou":
             c = self.config

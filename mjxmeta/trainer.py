@@ -18,6 +18,7 @@ iteration: K*N*T + E*H*(K+1) (meta teachers) or N*T (noise teachers).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
@@ -27,7 +28,7 @@ from flax import struct
 from mjxmeta import meta, students
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, validate
-from mjxmeta.envs import make, reused_starts, strong
+from mjxmeta.envs import POOL_INFO, make, reused_starts, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
@@ -53,6 +54,8 @@ class TrainState:
         v per iteration, overwritten chunk by chunk (state-visitation plots);
         v = ``config.visits_per_iteration`` (a one-row placeholder when
         disabled).
+      meta_diag: running meta-gradient diagnostics (previous gradient, cosine
+        EMA, distance travelled by the teacher).
     """
 
     student: StudentState
@@ -64,6 +67,7 @@ class TrainState:
     iteration: jax.Array
     env_steps: jax.Array
     visits: jax.Array
+    meta_diag: meta.GradientDiagnostics
 
 
 class Trainer:
@@ -81,6 +85,10 @@ class Trainer:
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
         self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
+        scale = c.meta.lookahead_lr_scale
+        self.lookahead_student = self.student if scale == 1.0 else students.make(
+            dataclasses.replace(c.student, actor_lr=c.student.actor_lr * scale,
+                                critic_lr=c.student.critic_lr * scale), self.obs_size, self.action_size)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
         self.K = c.num_candidates
         self.N = c.num_envs
@@ -95,10 +103,11 @@ class Trainer:
     def init(self, key: jax.Array) -> TrainState:
         """Fresh state for one seed from a raw key (2,)."""
         k_student, k_teacher, k_env, k_buf, key = jax.random.split(key, 5)
+        teacher = self.teacher.init(k_teacher, self.K * self.N)
         state = TrainState(
             student=self.student.init(k_student),
             normalizer=init_normalizer(self.obs_size),
-            teacher=self.teacher.init(k_teacher, self.K * self.N),
+            teacher=teacher,
             buffer=self.replay.init(k_buf),
             env_state=self.env.reset(jax.random.split(k_env, self.K * self.N)),
             key=key,
@@ -106,38 +115,82 @@ class Trainer:
             env_steps=jnp.zeros((), jnp.int32),
             visits=jnp.zeros((max(1, self.config.log_every * self.config.visits_per_iteration), self.obs_size),
                              jnp.float32),
+            meta_diag=meta.init_diagnostics(self.teacher, teacher.params),
         )
         return strong(state)
 
     # ------------------------------------------------- Algorithm 1, the steps
-    def rollout_d0(self, state: TrainState, key: jax.Array):
+    def rollout_d0(self, state: TrainState, key: jax.Array, candidate_params=None):
         """Step 1: execute pi_e in the K*N teacher envs for T steps.
 
         Draws the envs' pool of fresh start states for this iteration first.
+        With paired candidates (``config.paired``) every candidate starts from
+        candidate 0's env states and teacher memory, and the action noise is
+        antithetic across candidates (common with the ``es`` estimator).
+
+        Args:
+          candidate_params: teacher params with a leading K axis (one per
+            candidate, ``es``); None = ``state.teacher.params`` for all.
 
         Returns:
           (env_state, teacher memory, D0 transitions (K, T, N, ...),
            teacher inputs (K, T, N, input_size), raw actions (K, T, N, A)).
         """
+        K, N = self.K, self.N
+        env_state, memory = self.env.refill(state.env_state), state.teacher.memory
+        if self.config.paired:  # candidate 0's envs and memory for all; the start pool stays shared
+            tile = lambda x: jnp.tile(x[:N], (K,) + (1,) * (x.ndim - 1))  # noqa: E731
+            pool = {k: env_state.info[k] for k in POOL_INFO}
+            own = env_state.replace(info={k: v for k, v in env_state.info.items() if k not in POOL_INFO})
+            own, memory = jax.tree.map(tile, (own, memory))
+            env_state = own.replace(info={**own.info, **pool})
+        mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
+        act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer)
+        per_candidate = lambda x: x.reshape((K, N) + x.shape[1:])  # noqa: E731
+        merged = lambda x: x.reshape((K * N,) + x.shape[2:])  # noqa: E731
+
         def body(carry, k):
-            env_state, memory, tr, _, u, raw = teacher_step(
-                self.env, self.student, self.teacher, state.student, state.normalizer, state.teacher.params,
-                *carry, k)
+            if candidate_params is not None:  # ES: candidate k acts with its own perturbed params
+                eps = meta.candidate_noise(k, K, (N, self.action_size), mode)
+                out = jax.vmap(act, in_axes=(0, 0, 0, None, 0))(
+                    candidate_params, *jax.tree.map(per_candidate, carry), k, eps)
+                env_state, memory, tr, _, u, raw = jax.tree.map(merged, out)
+            elif self.config.paired:
+                eps = meta.candidate_noise(k, K, (N, self.action_size), mode).reshape(K * N, -1)
+                env_state, memory, tr, _, u, raw = act(state.teacher.params, *carry, k, eps)
+            else:
+                env_state, memory, tr, _, u, raw = act(state.teacher.params, *carry, k)
             return (env_state, memory), (tr, u, raw)
 
-        (env_state, memory), out = jax.lax.scan(
-            body, (self.env.refill(state.env_state), state.teacher.memory), jax.random.split(key, self.T))
+        (env_state, memory), out = jax.lax.scan(body, (env_state, memory), jax.random.split(key, self.T))
         by_candidate = jax.tree.map(
             lambda x: jnp.moveaxis(x.reshape((self.T, self.K, self.N) + x.shape[2:]), 1, 0), out)
         d0, inputs, raw = by_candidate
         return env_state, memory, d0, inputs, raw
 
     def look_ahead(self, state: TrainState, d0: Transition, key: jax.Array) -> StudentState:
-        """Step 2: pi'_k = DDPG(pi, D0_k) for every candidate k (vmapped); leading axis K."""
+        """Step 2: pi'_k = DDPG(pi, D0_k) for every candidate k (vmapped); leading axis K.
+
+        ``meta.lookahead_data = 'mixed'``: minibatches of B u D0 with the same
+        buffer rows for all candidates; paired candidates also share the D0
+        row indices. The look-ahead's learning rates are the student's times
+        ``meta.lookahead_lr_scale``.
+        """
+        c = self.config
         flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
         keys = jax.random.split(key, self.K)
-        fn = functools.partial(meta.look_ahead, self.student, state.student, state.normalizer,
-                               n_updates=self.config.lookahead_updates)
+        if c.paired:
+            keys = jnp.broadcast_to(keys[0], keys.shape)
+        mixed = c.meta.lookahead_data == "mixed"
+
+        def buffer_rows(k):
+            _, rows = self.replay.sample(state.buffer.replace(key=k))
+            return rows, self.replay.size(state.buffer) > 0
+
+        fn = functools.partial(meta.look_ahead, self.lookahead_student, state.student, state.normalizer,
+                               n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
+                               buffer_rows=buffer_rows if mixed else None,
+                               buffer_key=jax.random.fold_in(key, self.K) if mixed else None)
         return jax.vmap(fn)(flat, keys)
 
     def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
@@ -152,12 +205,38 @@ class Trainer:
                                              self.config.meta.return_horizon)
         return returns, jax.tree.map(lambda x: x[1:], trs)
 
-    def teacher_update(self, state: TrainState, rewards, inputs, raw) -> TeacherState:
-        """Steps 4-5: baseline, REINFORCE gradient (eq. 2) and one Adam ascent step."""
-        t, c = state.teacher, self.config.teacher
-        adv, ema = meta.advantages(rewards, t.baseline, c.baseline, c.ema_decay)
-        grad = meta.reinforce_gradient(self.teacher, t.params, inputs, raw, adv)
-        return meta.teacher_step(self.teacher, t, grad).replace(baseline=ema)
+    def meta_estimate(self, state: TrainState, k_d0: jax.Array, k_look: jax.Array, k_ret: jax.Array) -> dict:
+        """Steps 1-4 and the meta-gradient, without changing ``state``: one estimate g-hat.
+
+        Returns:
+          dict with ``grad`` (ascent direction, params structure), ``adv`` (K,),
+          ``ema`` (new baseline), ``rewards`` (K,), ``returns`` (K+1,)
+          = [R-hat(pi), R-hat(pi'_k)], ``env_state``, ``memory``, ``d0``
+          (K, T, N, ...), ``d1`` (K, H, E, ...).
+        """
+        deltas = params_k = None
+        if self.config.teacher.estimator == "es":
+            deltas = meta.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.K)
+            params_k = meta.perturb(state.teacher.params, deltas, self.config.teacher.es_sigma)
+        env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0, params_k)  # 1. D0 ~ pi_e
+        primes = self.look_ahead(state, d0, k_look)                                     # 2. pi' = DDPG(pi, D0)
+        returns, d1 = self.returns_and_d1(state, primes, k_ret)                         # 3. D1, R-hat(pi'), R-hat(pi)
+        rewards = meta.meta_rewards(returns)                                            # 4. R = R(pi') - R(pi)
+        grad, adv, ema = meta.meta_gradient(self.teacher, state.teacher, rewards, inputs, raw, deltas)
+        return dict(grad=grad, adv=adv, ema=ema, rewards=rewards, returns=returns, env_state=env_state,
+                    memory=memory, d0=d0, d1=d1)
+
+    def teacher_update(self, state: TrainState, est: dict):
+        """Step 5: one Adam ascent step along ``est['grad']`` and the diagnostics.
+
+        Returns:
+          (TeacherState, GradientDiagnostics, diagnostic metrics).
+        """
+        t = state.teacher
+        new = meta.teacher_step(self.teacher, t, est["grad"]).replace(baseline=est["ema"])
+        diag, metrics = meta.diagnose(self.teacher, state.meta_diag, t.params, new.params, est["grad"],
+                                      est["rewards"], est["adv"])
+        return new, diag, metrics
 
     def insert(self, state: TrainState, *batches: Transition) -> TrainState:
         """Step 6: B <- B u D0 u D1; the observation statistics see every inserted obs."""
@@ -187,19 +266,18 @@ class Trainer:
     def iteration(self, state: TrainState):
         """One pass of Algorithm 1. Returns (state, metrics of scalars)."""
         key, k_d0, k_look, k_ret, k_vis = jax.random.split(state.key, 5)
-        env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0)            # 1. D0 ~ pi_e
         metrics = {}
         if self.teacher.is_meta:
-            primes = self.look_ahead(state, d0, k_look)                              # 2. pi' = DDPG(pi, D0)
-            returns, d1 = self.returns_and_d1(state, primes, k_ret)                   # 3. D1, R-hat(pi'), R-hat(pi)
-            rewards = meta.meta_rewards(returns)                                      # 4. R = R(pi') - R(pi)
-            teacher = self.teacher_update(state, rewards, inputs, raw)                # 5. teacher step (eq. 2)
-            state = self.insert(state, d0, d1)                                        # 6. B <- B u D0 u D1
-            metrics.update(meta_reward=jnp.mean(rewards), return_pi=returns[0])
+            est = self.meta_estimate(state, k_d0, k_look, k_ret)                     # 1-4. D0, pi', D1, R
+            env_state, memory, d0 = est["env_state"], est["memory"], est["d0"]
+            teacher, diag, diag_metrics = self.teacher_update(state, est)            # 5. teacher step (eq. 2)
+            state = self.insert(state, d0, est["d1"]).replace(meta_diag=diag)        # 6. B <- B u D0 u D1
+            metrics.update(meta_reward=jnp.mean(est["rewards"]), return_pi=est["returns"][0], **diag_metrics)
         else:
+            env_state, memory, d0, _, _ = self.rollout_d0(state, k_d0)               # 1. D0 ~ pi_e
             teacher = state.teacher
             state = self.insert(state, d0)
-            metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()))
+            metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), **meta.zero_diagnostic_metrics())
         teacher = teacher.replace(memory=memory)
         state = state.replace(teacher=teacher, env_state=env_state, key=key,
                               visits=self.record_visits(state, d0, k_vis))

@@ -31,7 +31,8 @@ TINY = ["train", "--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--hi
 STEPS_PER_ITERATION = 2 * 50 + 1 * 50 * 3
 ITERATIONS = 8
 ROW_KEYS = {"env_steps", "seed", "eval_return", "meta_reward", "teacher_log_std", "critic_loss", "actor_loss",
-            "wall_s"}
+            "wall_s", "teacher_grad_norm", "teacher_grad_log_std", "advantage_rms", "meta_reward_sd",
+            "grad_cosine_ema", "log_std_path", "log_std_shift", "net_path", "net_shift"}
 
 
 def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
@@ -61,7 +62,13 @@ def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
         for k in ROW_KEYS - {"seed", "env_steps"}:
             assert isinstance(r[k], float) and math.isfinite(r[k]), (k, r[k])
         assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
+        # Meta-gradient diagnostics: a meta teacher moves; the path is at least the net shift.
+        assert r["teacher_grad_norm"] > 0 and r["log_std_path"] > 0 and r["net_path"] >= r["net_shift"] > 0
+        assert r["log_std_path"] >= r["log_std_shift"] - 1e-7 and -1.0 <= r["grad_cosine_ema"] <= 1.0
     for s in range(config.seeds):
+        # Cumulative diagnostics are logged as end-of-chunk values, so they never decrease.
+        paths = [r["log_std_path"] for r in sorted(rows, key=lambda r: r["iteration"]) if r["seed"] == s]
+        assert paths == sorted(paths)
         walls = [r["wall_s"] for r in rows if r["seed"] == s]
         assert walls == sorted(walls) and walls[0] >= 0.0
 

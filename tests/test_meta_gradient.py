@@ -42,8 +42,15 @@ def make_params(teacher, seed=0):
     shapes = jax.eval_shape(lambda k: teacher.init(k, 1).params, jax.random.PRNGKey(0))
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: jnp.asarray(0.4 * rng.normal(size=s.shape), s.dtype), shapes)
-    params["log_std"] = jnp.asarray(LOG_STD[teacher.name], jnp.float32)
+    params["log_std"] = jnp.asarray(teacher.log_std_param(LOG_STD[teacher.name]), jnp.float32)
     return params
+
+
+def dlogstd_dparam(teacher, log_std):
+    """d log sigma / d params['log_std'] of the sigmoid bound: (hi - lo) s (1 - s), s = (log sigma - lo) / (hi - lo)."""
+    lo, hi = teacher.config.min_log_std, teacher.config.max_log_std
+    s = (np.asarray(log_std, np.float64) - lo) / (hi - lo)
+    return (hi - lo) * s * (1.0 - s)
 
 
 def fixed_inputs(teacher):
@@ -130,7 +137,8 @@ def test_reinforce_matches_exact_gradient(name):
 
     sigma = np.exp(LOG_STD[name])
     # Closed forms of the exact gradient (checks exact_objective itself).
-    np.testing.assert_allclose(exact["['log_std']"], -2 * T * sigma**2, rtol=1e-5)
+    chain = dlogstd_dparam(teacher, LOG_STD[name])  # the parameter is the sigmoid bound's pre-image
+    np.testing.assert_allclose(exact["['log_std']"], -2 * T * sigma**2 * chain, rtol=1e-4)
     if name == "meta_variance":
         assert set(g) == {"['log_std']"}  # the mean mu(s) is held fixed: log sigma is all there is
     else:
@@ -182,7 +190,7 @@ REPS, K_SMALL = 4000, 4
 def repeated_estimates():
     """Estimator over REPS independent repetitions of K_SMALL candidates (meta_variance, T = 1)."""
     teacher = make_teacher("meta_variance")
-    params = {"log_std": jnp.asarray(LOG_STD["meta_variance"], jnp.float32)}
+    params = {"log_std": jnp.asarray(teacher.log_std_param(LOG_STD["meta_variance"]), jnp.float32)}
     u = jnp.asarray([[0.1, 0.2]], jnp.float32)  # T = 1
 
     def one(key):
@@ -214,7 +222,8 @@ def test_leave_one_out_is_unbiased_when_rewards_ignore_actions():
 def test_leave_one_out_has_lower_variance_with_offset_rewards():
     out = repeated_estimates()
     loo, none = np.asarray(out["sig_loo"], np.float64), np.asarray(out["sig_none"], np.float64)
-    exact = -2 * np.exp(2 * LOG_STD["meta_variance"])       # T = 1
+    exact = -2 * np.exp(2 * LOG_STD["meta_variance"]) * dlogstd_dparam(make_teacher("meta_variance"),
+                                                                        LOG_STD["meta_variance"])  # T = 1
     # Both unbiased ...
     for x in (loo, none):
         assert np.all(np.abs(x.mean(0) - exact) < 4 * x.std(0) / math.sqrt(REPS))

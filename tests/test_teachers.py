@@ -51,7 +51,7 @@ def make_params(teacher: Teacher, seed=0):
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: jnp.asarray(0.5 * rng.normal(size=s.shape), s.dtype), shapes)
     log_std = math.log(teacher.config.ou_sigma) * np.ones(A) if teacher.name == "ou" else LOG_STD
-    params["log_std"] = jnp.asarray(log_std, jnp.float32)
+    params["log_std"] = jnp.asarray(teacher.log_std_param(log_std), jnp.float32)
     return params
 
 
@@ -174,15 +174,62 @@ def test_init_log_std(name):
     teacher = make_teacher(name)
     st = teacher.init(jax.random.PRNGKey(0), 3)
     std = teacher.config.ou_sigma if name == "ou" else INIT_STD
-    np.testing.assert_allclose(np.asarray(st.params["log_std"]), np.log(std) * np.ones(A), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(teacher.log_std(st.params)), np.log(std) * np.ones(A), rtol=1e-5)
     assert st.memory.shape == (3, teacher.memory_size)
     assert float(st.baseline) == 0.0
 
 
 def test_log_std_is_clipped_to_configured_range():
-    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5), OBS, A)
+    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5, log_std_bound="clip"),
+                      OBS, A)
     got = np.asarray(teacher.log_std({"log_std": jnp.asarray([-7.0, 3.0])}))
     np.testing.assert_array_equal(got, [-2.0, 0.5])
+
+
+def test_sigmoid_bound_by_hand_and_its_inverse():
+    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5), OBS, A)
+    raw = np.array([-30.0, 0.0, 1.0, 30.0], np.float32)
+    want = -2.0 + 2.5 / (1.0 + np.exp(-raw.astype(np.float64)))
+    got = np.asarray(teacher.log_std({"log_std": jnp.asarray(raw)}))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert got[0] > -2.0 - 1e-6 and got[-1] < 0.5 + 1e-6
+    inner = np.array([-1.9, -0.3, 0.4])
+    np.testing.assert_allclose(np.asarray(teacher.log_std({"log_std": jnp.asarray(teacher.log_std_param(inner))})),
+                               inner, rtol=1e-5)
+    # d log sigma / d raw = (hi - lo) s (1 - s): 2.5 / 4 at raw = 0, positive even far outside.
+    g = jax.grad(lambda r: jnp.sum(teacher.log_std({"log_std": r})))(jnp.asarray([0.0, 12.0]))
+    np.testing.assert_allclose(np.asarray(g)[0], 0.625, rtol=1e-6)
+    assert 0.0 < float(g[1]) < 1e-4
+
+
+def test_hard_clip_parks_adam_outside_the_range_and_sigmoid_bound_recovers():
+    """Item 7's measurement: J = -(log sigma - target)^2 with target 2.0 > max_log_std = 1.0 for
+    300 Adam steps (lr 0.05), then target -1.0 for 700 steps. The hard clip's gradient is exactly 0
+    once the parameter has crossed the bound (Adam momentum carries it there), so log sigma stays at
+    the bound for ever; the sigmoid bound's gradient never vanishes and log sigma returns to -1.0."""
+    import optax
+
+    def run(bound):
+        teacher = Teacher(TeacherConfig(name="meta_variance", log_std_bound=bound), OBS, 1)
+        params = {"log_std": jnp.asarray(teacher.log_std_param(np.array([-1.6])), jnp.float32)}
+        opt = optax.adam(0.05)
+        targets = jnp.concatenate([jnp.full((300,), 2.0), jnp.full((700,), -1.0)])
+
+        def step(carry, target):
+            p, s = carry
+            g = jax.grad(lambda q: -jnp.sum(jnp.square(teacher.log_std(q) - target)))(p)
+            u, s = opt.update(jax.tree.map(jnp.negative, g), s, p)
+            return (optax.apply_updates(p, u), s), (teacher.log_std(p)[0], g["log_std"][0])
+
+        _, out = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), targets))(params)
+        return jax.tree.map(np.asarray, out)
+
+    ls_clip, g_clip = run("clip")
+    ls_sig, g_sig = run("sigmoid")
+    assert ls_clip[299] == 1.0 and np.all(g_clip[300:] == 0.0)       # parked: zero gradient after the switch
+    assert ls_clip[-1] == 1.0
+    assert np.all(g_sig != 0.0)
+    assert abs(ls_sig[-1] - (-1.0)) < 0.05, ls_sig[-1]
 
 
 # --------------------------------------------------------------------------- (c) OU process

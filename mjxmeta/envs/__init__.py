@@ -62,7 +62,8 @@ class ActionRescaleWrapper(Wrapper):
         return self.env.step(state, scaled)
 
 
-_OWN_INFO = ("reset_key", "final_obs", "pool", "pool_taken")
+POOL_INFO = ("pool", "pool_taken")  # info entries shared by the whole batch (no env axis)
+_OWN_INFO = ("reset_key", "final_obs") + POOL_INFO
 
 
 class FreshAutoResetWrapper(Wrapper):
