@@ -1,0 +1,325 @@
+"""Look-ahead and meta-gradient estimator study (issue 10, items 2 and 3), resumable.
+
+From a checkpoint of a partly trained DDPG student, draws many independent
+meta-gradient estimates per setting, all from the *same* student, normalizer
+and replay buffer, vmapped. Each draw gets fresh teacher start states (env
+resets), fresh action noise, look-ahead minibatches and R-hat start states.
+
+Stages (each writes one JSON per setting into ``--out``; existing JSONs are
+skipped, so a stopped run loses at most the setting in progress):
+
+  checkpoints  train ``meta_variance`` on the env (K=2, E=1, H=200, the defaults
+               of the time) and keep checkpoints near 10k and 30k env steps.
+  sigma        mean meta-reward E[R-hat(pi') - R-hat(pi)] at fixed
+               sigma in {0.05, 0.1, 0.2, 0.4, 0.8} per look-ahead design
+               (K = 1, E = 4, H = 200), with a 95 % CI (normal, over draws).
+  snr          SNR = ||E g||^2 / E||g - E g||^2 of the log-sigma meta-gradient at
+               sigma = 0.2 per estimator setting; env steps per estimate
+               K*N*T + E*H*(K+1); SNR per 1k env steps = SNR * 1000 / steps
+               (averaging m independent estimates multiplies the SNR by m).
+  plot         ``sigma.png`` and ``snr.png`` from the JSONs, and ``table.md``.
+
+Usage (from the repository root):
+  PYTHONPATH=$PWD python experiments/meta_gradient/study.py checkpoints --env pendulum
+  PYTHONPATH=$PWD python experiments/meta_gradient/study.py sigma --env pendulum --at 30k --draws 256
+  PYTHONPATH=$PWD python experiments/meta_gradient/study.py snr --env pendulum --at 30k --draws 256
+  PYTHONPATH=$PWD python experiments/meta_gradient/study.py plot
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+RUNS = Path("checkpoints") / "meta_gradient"
+SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.8)
+AT = {"10k": 10_000, "30k": 30_000}
+
+# look-ahead designs: name -> MetaConfig overrides
+DESIGNS = {
+    "d0_u50": dict(lookahead_updates=50),                                    # the paper's reading (old default)
+    "d0_u10": dict(lookahead_updates=10),
+    "d0_u50_lr0.1": dict(lookahead_updates=50, lookahead_lr_scale=0.1),
+    "mixed0.25_u50": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=0.25),
+    "mixed0.1_u300": dict(lookahead_updates=300, lookahead_data="mixed", lookahead_d0_fraction=0.1),
+    # control: one D0 row per minibatch of 64, i.e. the student's own update on B (what any update does)
+    "buffer_u50": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=1 / 64),
+    "mixed0.25_u50_lr0.1": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=0.25,
+                                lookahead_lr_scale=0.1),
+    "mixed0.5_u50": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=0.5),
+}
+
+# estimator settings: name -> (MetaConfig overrides, TeacherConfig overrides)
+ESTIMATORS = {
+    "paper_K1_E1_none": (dict(candidates=1, return_envs=1), dict(baseline="none")),
+    "K2_E1_loo": (dict(candidates=2, return_envs=1), dict(baseline="leave_one_out")),
+    "K8_E1_loo": (dict(candidates=8, return_envs=1), dict(baseline="leave_one_out")),
+    "K2_E1_paired": (dict(candidates=2, return_envs=1, paired=True), dict(baseline="leave_one_out")),
+    "K8_E1_paired": (dict(candidates=8, return_envs=1, paired=True), dict(baseline="leave_one_out")),
+    "K2_E4_paired": (dict(candidates=2, return_envs=4, paired=True), dict(baseline="leave_one_out")),
+    "K2_E1_es": (dict(candidates=2, return_envs=1), dict(estimator="es")),
+    "K8_E1_es": (dict(candidates=8, return_envs=1), dict(estimator="es")),
+    "K2_E4_es": (dict(candidates=2, return_envs=4), dict(estimator="es")),
+}
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "n/a"
+
+
+def run_dir(env: str) -> Path:
+    return RUNS / f"{env}-meta_variance"
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def make_checkpoints(env: str) -> None:
+    """Trains meta_variance and saves checkpoints at the iterations nearest 10k and 30k env steps."""
+    from mjxmeta.config import Config, StudentConfig, TeacherConfig
+    from mjxmeta.run import prepare_run_dir, train
+
+    base = Config(env=env, teacher=TeacherConfig(name="meta_variance"),
+                  student=StudentConfig(buffer_size=100_000), log_every=1, eval_envs=10, visit_samples=0)
+    per = base.steps_per_iteration
+    its = {k: max(1, round(v / per)) for k, v in AT.items()}
+    config = dataclasses.replace(base, total_steps=its["30k"] * per, checkpoint_every=its["10k"], keep=10)
+    path = prepare_run_dir(run_dir(env), config)
+    resume = (path / "checkpoints").exists()
+    final = train(config, path, resume=resume, progress=False)
+    (path / "iterations.json").write_text(json.dumps({k: its[k] for k in AT}))
+    print(f"checkpoints in {path}: iterations {its}, final eval return {final}")
+
+
+def load(env: str, at: str):
+    """(trainer config, single-seed TrainState) of the checkpoint ``at``."""
+    import jax
+
+    from mjxmeta.run import load_checkpoint
+
+    its = json.loads((run_dir(env) / "iterations.json").read_text())
+    trainer, state, record = load_checkpoint(run_dir(env), its[at])
+    return trainer.config, jax.tree.map(lambda x: x[0], state), record
+
+
+# ------------------------------------------------------------------------------------------- draws
+def draw_fn(config, base_state):
+    """jit(vmap(draw)) over (keys (D, 2), log-sigma parameters (D,)) -> grad of that parameter (D, A), rewards, returns."""
+    import jax
+    import jax.numpy as jnp
+
+    from mjxmeta import meta
+    from mjxmeta.trainer import Trainer
+
+    tr = Trainer(config)
+    teacher0 = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
+
+    def draw(key, raw_log_std):
+        k_env, k_d0, k_look, k_ret = jax.random.split(key, 4)
+        params = dict(teacher0.params, log_std=jnp.full_like(teacher0.params["log_std"], raw_log_std))
+        teacher = teacher0.replace(params=params)
+        state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.K * tr.N)),
+                                   meta_diag=meta.init_diagnostics(tr.teacher, params))
+        est = tr.meta_estimate(state, k_d0, k_look, k_ret)
+        return est["grad"]["log_std"], est["rewards"], est["returns"]
+
+    return jax.jit(jax.vmap(draw)), tr
+
+
+def run_draws(fn, tr, n: int, log_stds, seed: int, chunk: int = 64):
+    """``n`` draws at log sigma ``log_stds`` (n,), in vmapped chunks; returns [grad, rewards, returns]."""
+    import jax
+    import jax.numpy as jnp
+
+    keys = jax.random.split(jax.random.PRNGKey(seed), n)
+    raws = tr.teacher.log_std_param(np.asarray(log_stds))
+    outs = []
+    for i in range(0, n, chunk):
+        outs.append(jax.device_get(fn(keys[i:i + chunk], jnp.asarray(raws[i:i + chunk]))))
+    return [np.concatenate([o[j] for o in outs]) for j in range(3)]
+
+
+def study_config(config, meta_kw=None, teacher_kw=None):
+    from mjxmeta.config import validate
+
+    meta_kw = dict(meta_kw or {})
+    teacher_kw = dict(teacher_kw or {})
+    m = dataclasses.replace(config.meta, **meta_kw)
+    t = dataclasses.replace(config.teacher, **teacher_kw)
+    return validate(dataclasses.replace(config, meta=m, teacher=t))
+
+
+def ci95(x: np.ndarray) -> float:
+    return float(1.96 * x.std(ddof=1) / math.sqrt(len(x)))
+
+
+def write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
+
+
+def stage_sigma(env: str, at: str, draws: int, designs) -> None:
+    config, state, record = load(env, at)
+    out = RESULTS / "sigma"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in designs:
+        path = out / f"{env}_{at}_{name}.json"
+        if path.exists():
+            print(f"skip {path} (exists)")
+            continue
+        cfg = study_config(config, dict(DESIGNS[name], candidates=1, return_envs=4, return_horizon=200),
+                           dict(baseline="none"))
+        t0 = time.time()
+        fn, tr = draw_fn(cfg, state)
+        log_stds = np.repeat(np.log(SIGMAS), draws)
+        _, rewards, returns = run_draws(fn, tr, len(log_stds), log_stds, seed=1)
+        rows = {}
+        for i, s in enumerate(SIGMAS):
+            r = rewards[i * draws:(i + 1) * draws, 0]
+            ret = returns[i * draws:(i + 1) * draws]
+            rows[str(s)] = dict(mean=float(r.mean()), ci95=ci95(r), sd=float(r.std(ddof=1)), n=len(r),
+                                return_pi=float(ret[:, 0].mean()), return_prime=float(ret[:, 1].mean()))
+        write(path, dict(env=env, at=at, env_steps=record["env_steps"], design=name, meta=DESIGNS[name],
+                         K=1, E=4, H=200, draws=draws, by_sigma=rows, wall_s=round(time.time() - t0, 1),
+                         uptime=uptime()))
+        print(name, {s: (round(v["mean"], 1), round(v["ci95"], 1)) for s, v in rows.items()}, flush=True)
+
+
+def snr(g: np.ndarray) -> tuple[float, float]:
+    """(SNR = ||mean||^2 / E||g - mean||^2 with the bias of ||mean||^2 removed, sign agreement)."""
+    g = g.reshape(len(g), -1).astype(np.float64)
+    mean = g.mean(0)
+    var = ((g - mean) ** 2).sum(1).mean()
+    signal = max(float((mean ** 2).sum() - var / len(g)), 0.0)
+    agree = float(np.mean(np.sign(g) == np.sign(mean)))
+    return signal / var, agree
+
+
+def stage_snr(env: str, at: str, draws: int, design: str, settings, sigma: float = 0.2) -> None:
+    config, state, record = load(env, at)
+    out = RESULTS / "snr"
+    out.mkdir(parents=True, exist_ok=True)
+    for name in settings:
+        path = out / f"{env}_{at}_{design}_{name}.json"
+        if path.exists():
+            print(f"skip {path} (exists)")
+            continue
+        meta_kw, teacher_kw = ESTIMATORS[name]
+        cfg = study_config(config, dict(DESIGNS[design], return_horizon=200, **meta_kw), teacher_kw)
+        t0 = time.time()
+        fn, tr = draw_fn(cfg, state)
+        g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
+        value, agree = snr(g)
+        # bootstrap CI of the SNR over draws
+        rng = np.random.default_rng(0)
+        boots = [snr(g[rng.integers(0, draws, draws)])[0] for _ in range(500)]
+        cost = cfg.num_candidates * cfg.d0_size + cfg.meta.return_envs * cfg.meta.return_horizon * (cfg.num_candidates + 1)
+        write(path, dict(env=env, at=at, env_steps=record["env_steps"], design=design, setting=name,
+                         meta=meta_kw, teacher=teacher_kw, sigma=sigma, draws=draws, snr=value,
+                         snr_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+                         sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
+                         env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
+                         meta_reward_mean=float(rewards.mean()), meta_reward_sd=float(rewards.std()),
+                         wall_s=round(time.time() - t0, 1), uptime=uptime()))
+        print(name, f"snr={value:.4f} agree={agree:.2f} cost={cost} per1k={value * 1000 / cost:.4f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------- plot
+def stage_plot() -> None:
+    from matplotlib.figure import Figure
+
+    md = ["# Look-ahead and estimator study: tables", ""]
+    sig = sorted((RESULTS / "sigma").glob("*.json")) if (RESULTS / "sigma").exists() else []
+    if sig:
+        data = [json.loads(p.read_text()) for p in sig]
+        groups = sorted({(d["env"], d["at"]) for d in data})
+        fig = Figure(figsize=(6.5 * len(groups), 4.5), layout="constrained")
+        axes = fig.subplots(1, len(groups), squeeze=False)[0]
+        for ax, (env, at) in zip(axes, groups):
+            md += [f"## Mean meta-reward vs sigma: {env}, student at {at}", "",
+                   "K = 1, E = 4, H = 200; mean ± 95 % CI over draws; R-hat(pi) and R-hat(pi') are means.", "",
+                   "| design | " + " | ".join(f"σ={s}" for s in SIGMAS) + " | R̂(π) | draws |",
+                   "| --- | " + " | ".join("---:" for _ in SIGMAS) + " | ---: | ---: |"]
+            for d in [d for d in data if (d["env"], d["at"]) == (env, at)]:
+                xs = [float(s) for s in d["by_sigma"]]
+                ys = [v["mean"] for v in d["by_sigma"].values()]
+                es = [v["ci95"] for v in d["by_sigma"].values()]
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=d["design"])
+                cells = " | ".join(f"{v['mean']:.1f} ± {v['ci95']:.1f}" for v in d["by_sigma"].values())
+                rpi = np.mean([v["return_pi"] for v in d["by_sigma"].values()])
+                md.append(f"| {d['design']} | {cells} | {rpi:.1f} | {d['draws']} |")
+            md.append("")
+            ax.axhline(0, color="k", lw=0.8, ls="--")
+            ax.set_xscale("log")
+            ax.set_xlabel("teacher σ (normalized actions)")
+            ax.set_ylabel("E[R̂(π') − R̂(π)] ± 95 % CI")
+            ax.set_title(f"{env}, student after {at} env steps")
+            ax.legend(fontsize="small")
+            ax.grid(alpha=0.3)
+        fig.savefig(RESULTS / "sigma.png", dpi=100)
+    snrs = sorted((RESULTS / "snr").glob("*.json")) if (RESULTS / "snr").exists() else []
+    if snrs:
+        data = [json.loads(p.read_text()) for p in snrs]
+        md += ["## SNR of the log-σ meta-gradient at σ = 0.2", "",
+               "SNR = ‖E ĝ‖² / E‖ĝ − E ĝ‖² (bias-corrected), 95 % bootstrap CI; sign = share of draws whose sign "
+               "agrees with the mean; steps = env steps per estimate.", "",
+               "| env | at | look-ahead | setting | SNR [95 % CI] | sign | steps | SNR per 1k steps | mean ℛ̂ | draws |",
+               "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for d in data:
+            lo, hi = d["snr_ci95"]
+            md.append(f"| {d['env']} | {d['at']} | {d['design']} | {d['setting']} | {d['snr']:.4f} "
+                      f"[{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | {d['env_steps_per_estimate']} | "
+                      f"{d['snr_per_1k_steps']:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
+        fig = Figure(figsize=(max(6, 0.9 * len(data)), 4.5), layout="constrained")
+        ax = fig.subplots()
+        labels = [f"{d['design']}\n{d['setting']}" for d in data]
+        vals = [d["snr_per_1k_steps"] for d in data]
+        errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in data]).T
+        errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in data])
+        ax.bar(range(len(data)), vals, yerr=errs, capsize=3)
+        ax.set_xticks(range(len(data)), labels, rotation=60, ha="right", fontsize="x-small")
+        ax.set_ylabel("SNR per 1k env steps (95 % bootstrap CI)")
+        ax.set_title("log-σ meta-gradient, σ = 0.2")
+        ax.grid(alpha=0.3, axis="y")
+        fig.savefig(RESULTS / "snr.png", dpi=100)
+    (RESULTS / "table.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {RESULTS / 'table.md'}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("stage", choices=("checkpoints", "sigma", "snr", "plot"))
+    ap.add_argument("--env", default="pendulum")
+    ap.add_argument("--at", default="30k", choices=tuple(AT))
+    ap.add_argument("--draws", type=int, default=256)
+    ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
+    ap.add_argument("--design", default="mixed0.25_u50", choices=list(DESIGNS), help="look-ahead of the snr stage")
+    ap.add_argument("--settings", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    a = ap.parse_args(argv)
+    print(uptime(), file=sys.stderr)
+    if a.stage == "checkpoints":
+        make_checkpoints(a.env)
+    elif a.stage == "sigma":
+        stage_sigma(a.env, a.at, a.draws, a.designs)
+    elif a.stage == "snr":
+        stage_snr(a.env, a.at, a.draws, a.design, a.settings)
+    else:
+        stage_plot()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
