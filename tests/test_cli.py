@@ -64,7 +64,7 @@ def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
         assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
         # Meta-gradient diagnostics: a meta teacher moves; the path is at least the net shift.
         assert r["teacher_grad_norm"] > 0 and r["log_std_path"] > 0 and r["net_path"] >= r["net_shift"] > 0
-        assert r["log_std_path"] >= r["log_std_shift"] - 1e-7 and -1.0 <= r["grad_cosine_ema"] <= 1.0
+        assert r["log_std_path"] >= r["log_std_shift"] * (1 - 1e-5) and -1.0 <= r["grad_cosine_ema"] <= 1.0
     for s in range(config.seeds):
         # Cumulative diagnostics are logged as end-of-chunk values, so they never decrease.
         paths = [r["log_std_path"] for r in sorted(rows, key=lambda r: r["iteration"]) if r["seed"] == s]

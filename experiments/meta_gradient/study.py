@@ -257,13 +257,16 @@ def stage_plot() -> None:
                 xs = [float(s) for s in d["by_sigma"]]
                 ys = [v["mean"] for v in d["by_sigma"].values()]
                 es = [v["ci95"] for v in d["by_sigma"].values()]
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=d["design"])
+                color = f"C{list(DESIGNS).index(d['design']) % 10}"  # one color per design in every panel
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=d["design"], color=color)
                 cells = " | ".join(f"{v['mean']:.1f} ± {v['ci95']:.1f}" for v in d["by_sigma"].values())
                 rpi = np.mean([v["return_pi"] for v in d["by_sigma"].values()])
                 md.append(f"| {d['design']} | {cells} | {rpi:.1f} | {d['draws']} |")
             md.append("")
             ax.axhline(0, color="k", lw=0.8, ls="--")
             ax.set_xscale("log")
+            ax.set_xticks(SIGMAS, [str(x) for x in SIGMAS])
+            ax.minorticks_off()
             ax.set_xlabel("teacher σ (normalized actions)")
             ax.set_ylabel("E[R̂(π') − R̂(π)] ± 95 % CI")
             ax.set_title(f"{env}, student after {at} env steps")
@@ -285,7 +288,7 @@ def stage_plot() -> None:
                       f"{d['snr_per_1k_steps']:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
         fig = Figure(figsize=(max(6, 0.9 * len(data)), 4.5), layout="constrained")
         ax = fig.subplots()
-        labels = [f"{d['design']}\n{d['setting']}" for d in data]
+        labels = [f"{d['at']} {d['design']}\n{d['setting']}" for d in data]
         vals = [d["snr_per_1k_steps"] for d in data]
         errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in data]).T
         errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in data])
