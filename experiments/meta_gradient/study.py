@@ -116,8 +116,13 @@ def load(env: str, at: str):
 
 # ------------------------------------------------------------------------------------------- draws
 def draw_fn(config, base_state):
-    """jit(vmap(draw)) over (keys (D, 2), log-sigma parameters (D,)) -> grad of that parameter (D, A), rewards, returns."""
+    """jit(vmap(draw)) over (keys (D, 2), log-sigma parameters (D,)).
+
+    Returns per draw: (whole teacher gradient flattened (P,), its log-sigma part (A,), meta-rewards (K,),
+    returns (K+1,)).
+    """
     import jax
+    import jax.flatten_util
     import jax.numpy as jnp
 
     from mjxmeta import meta
@@ -133,13 +138,14 @@ def draw_fn(config, base_state):
         state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.K * tr.N)),
                                    meta_diag=meta.init_diagnostics(tr.teacher, params))
         est = tr.meta_estimate(state, k_d0, k_look, k_ret)
-        return est["grad"]["log_std"], est["rewards"], est["returns"]
+        flat, _ = jax.flatten_util.ravel_pytree(est["grad"])
+        return flat, est["grad"]["log_std"], est["rewards"], est["returns"]
 
     return jax.jit(jax.vmap(draw)), tr
 
 
 def run_draws(fn, tr, n: int, log_stds, seed: int, chunk: int = 64):
-    """``n`` draws at log sigma ``log_stds`` (n,), in vmapped chunks; returns [grad, rewards, returns]."""
+    """``n`` draws at log sigma ``log_stds`` (n,), in vmapped chunks; returns the :func:`draw_fn` outputs stacked."""
     import jax
     import jax.numpy as jnp
 
@@ -148,7 +154,7 @@ def run_draws(fn, tr, n: int, log_stds, seed: int, chunk: int = 64):
     outs = []
     for i in range(0, n, chunk):
         outs.append(jax.device_get(fn(keys[i:i + chunk], jnp.asarray(raws[i:i + chunk]))))
-    return [np.concatenate([o[j] for o in outs]) for j in range(3)]
+    return [np.concatenate([o[j] for o in outs]) for j in range(len(outs[0]))]
 
 
 def study_config(config, meta_kw=None, teacher_kw=None):
@@ -171,21 +177,27 @@ def write(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def stage_sigma(env: str, at: str, draws: int, designs) -> None:
-    config, state, record = load(env, at)
-    out = RESULTS / "sigma"
+def pending(stage: str, stems: dict[str, str]):
+    """(name, path) of the settings of ``stage`` whose JSON ``RESULTS/stage/<stem>.json`` is missing."""
+    out = RESULTS / stage
     out.mkdir(parents=True, exist_ok=True)
-    for name in designs:
-        path = out / f"{env}_{at}_{name}.json"
+    for name, stem in stems.items():
+        path = out / f"{stem}.json"
         if path.exists():
             print(f"skip {path} (exists)")
-            continue
+        else:
+            yield name, path
+
+
+def stage_sigma(env: str, at: str, draws: int, designs) -> None:
+    config, state, record = load(env, at)
+    for name, path in pending("sigma", {n: f"{env}_{at}_{n}" for n in designs}):
         cfg = study_config(config, dict(DESIGNS[name], candidates=1, return_envs=4, return_horizon=200),
                            dict(baseline="none"))
         t0 = time.time()
         fn, tr = draw_fn(cfg, state)
         log_stds = np.repeat(np.log(SIGMAS), draws)
-        _, rewards, returns = run_draws(fn, tr, len(log_stds), log_stds, seed=1)
+        _, _, rewards, returns = run_draws(fn, tr, len(log_stds), log_stds, seed=1)
         rows = {}
         for i, s in enumerate(SIGMAS):
             r = rewards[i * draws:(i + 1) * draws, 0]
@@ -208,33 +220,34 @@ def snr(g: np.ndarray) -> tuple[float, float]:
     return signal / var, agree
 
 
-def stage_snr(env: str, at: str, draws: int, design: str, settings, sigma: float = 0.2) -> None:
+def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str = "meta_variance",
+              sigma: float = 0.2) -> None:
+    """SNR of the log-sigma gradient (and, for teachers with a network f, of the whole gradient)."""
     config, state, record = load(env, at)
-    out = RESULTS / "snr"
-    out.mkdir(parents=True, exist_ok=True)
-    for name in settings:
-        path = out / f"{env}_{at}_{design}_{name}.json"
-        if path.exists():
-            print(f"skip {path} (exists)")
-            continue
+    tag = "" if teacher == "meta_variance" else f"{teacher}_"
+    for name, path in pending("snr", {n: f"{env}_{at}_{tag}{design}_{n}" for n in settings}):
         meta_kw, teacher_kw = ESTIMATORS[name]
-        cfg = study_config(config, dict(DESIGNS[design], return_horizon=200, **meta_kw), teacher_kw)
+        cfg = study_config(config, dict(DESIGNS[design], return_horizon=200, **meta_kw),
+                           dict(teacher_kw, name=teacher))
         t0 = time.time()
         fn, tr = draw_fn(cfg, state)
-        g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
+        g_all, g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
         value, agree = snr(g)
+        value_all, _ = snr(g_all)
         # bootstrap CI of the SNR over draws
         rng = np.random.default_rng(0)
         boots = [snr(g[rng.integers(0, draws, draws)])[0] for _ in range(500)]
         cost = cfg.num_candidates * cfg.d0_size + cfg.meta.return_envs * cfg.meta.return_horizon * (cfg.num_candidates + 1)
-        write(path, dict(env=env, at=at, env_steps=record["env_steps"], design=design, setting=name,
-                         meta=meta_kw, teacher=teacher_kw, sigma=sigma, draws=draws, snr=value,
+        write(path, dict(env=env, at=at, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
+                         snr_all_params=value_all, n_params=int(g_all.shape[1]),
+                         meta=meta_kw, teacher_config=teacher_kw, sigma=sigma, draws=draws, snr=value,
                          snr_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
                          sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
                          env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
                          meta_reward_mean=float(rewards.mean()), meta_reward_sd=float(rewards.std()),
                          wall_s=round(time.time() - t0, 1), uptime=uptime()))
-        print(name, f"snr={value:.4f} agree={agree:.2f} cost={cost} per1k={value * 1000 / cost:.4f}", flush=True)
+        print(name, f"snr={value:.4f} all={value_all:.4f} agree={agree:.2f} cost={cost} "
+              f"per1k={value * 1000 / cost:.4f}", flush=True)
 
 
 # ------------------------------------------------------------------------------------------- plot
@@ -279,16 +292,20 @@ def stage_plot() -> None:
         md += ["## SNR of the log-σ meta-gradient at σ = 0.2", "",
                "SNR = ‖E ĝ‖² / E‖ĝ − E ĝ‖² (bias-corrected), 95 % bootstrap CI; sign = share of draws whose sign "
                "agrees with the mean; steps = env steps per estimate.", "",
-               "| env | at | look-ahead | setting | SNR [95 % CI] | sign | steps | SNR per 1k steps | mean ℛ̂ | draws |",
-               "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+               "SNR (all) = the same for the whole teacher gradient (log σ and, for `meta`, the network f).", "",
+               "| env | at | teacher | look-ahead | setting | SNR [95 % CI] | sign | steps | SNR per 1k steps | "
+               "SNR (all) | mean ℛ̂ | draws |",
+               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for d in data:
             lo, hi = d["snr_ci95"]
-            md.append(f"| {d['env']} | {d['at']} | {d['design']} | {d['setting']} | {d['snr']:.4f} "
+            teacher = d.get("teacher", "meta_variance")
+            snr_all = d.get("snr_all_params", d["snr"])
+            md.append(f"| {d['env']} | {d['at']} | {teacher} | {d['design']} | {d['setting']} | {d['snr']:.4f} "
                       f"[{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | {d['env_steps_per_estimate']} | "
-                      f"{d['snr_per_1k_steps']:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
+                      f"{d['snr_per_1k_steps']:.4f} | {snr_all:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
         fig = Figure(figsize=(max(6, 0.9 * len(data)), 4.5), layout="constrained")
         ax = fig.subplots()
-        labels = [f"{d['at']} {d['design']}\n{d['setting']}" for d in data]
+        labels = [f"{d['at']} {d.get('teacher', 'meta_variance')}\n{d['design']} {d['setting']}" for d in data]
         vals = [d["snr_per_1k_steps"] for d in data]
         errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in data]).T
         errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in data])
@@ -311,6 +328,8 @@ def main(argv=None) -> int:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--design", default="mixed0.25_u50", choices=list(DESIGNS), help="look-ahead of the snr stage")
     ap.add_argument("--settings", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    ap.add_argument("--teacher", default="meta_variance", choices=("meta_variance", "meta"),
+                    help="teacher of the snr stage (meta: also the SNR of the whole gradient)")
     a = ap.parse_args(argv)
     print(uptime(), file=sys.stderr)
     if a.stage == "checkpoints":
@@ -318,7 +337,7 @@ def main(argv=None) -> int:
     elif a.stage == "sigma":
         stage_sigma(a.env, a.at, a.draws, a.designs)
     elif a.stage == "snr":
-        stage_snr(a.env, a.at, a.draws, a.design, a.settings)
+        stage_snr(a.env, a.at, a.draws, a.design, a.settings, a.teacher)
     else:
         stage_plot()
     return 0
