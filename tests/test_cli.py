@@ -64,7 +64,8 @@ def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
         assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
         # Meta-gradient diagnostics: a meta teacher moves; the path is at least the net shift.
         assert r["teacher_grad_norm"] > 0 and r["log_std_path"] > 0 and r["net_path"] >= r["net_shift"] > 0
-        assert r["log_std_path"] >= r["log_std_shift"] * (1 - 1e-5) and -1.0 <= r["grad_cosine_ema"] <= 1.0
+        # float32: a path of ~1e-3 summed from differences of log sigma ~ -1.6 carries ~1e-7 rounding
+        assert r["log_std_path"] >= r["log_std_shift"] - 1e-6 and -1.0 <= r["grad_cosine_ema"] <= 1.0
     for s in range(config.seeds):
         # Cumulative diagnostics are logged as end-of-chunk values, so they never decrease.
         paths = [r["log_std_path"] for r in sorted(rows, key=lambda r: r["iteration"]) if r["seed"] == s]
@@ -200,7 +201,8 @@ def _get(config, dotted):
 
 def _other_value(flag):
     """A valid value different from the field's default."""
-    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum"}
+    # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one)
+    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum", "meta.candidates": 4}
     if flag.field in special:
         return special[flag.field]
     d = flag.default
