@@ -225,7 +225,8 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
     """SNR of the log-sigma gradient (and, for teachers with a network f, of the whole gradient)."""
     config, state, record = load(env, at)
     tag = "" if teacher == "meta_variance" else f"{teacher}_"
-    for name, path in pending("snr", {n: f"{env}_{at}_{tag}{design}_{n}" for n in settings}):
+    more = "" if draws == 256 else f"_n{draws}"  # a repeat with another number of draws is another piece
+    for name, path in pending("snr", {n: f"{env}_{at}_{tag}{design}_{n}{more}" for n in settings}):
         meta_kw, teacher_kw = ESTIMATORS[name]
         cfg = study_config(config, dict(DESIGNS[design], return_horizon=200, **meta_kw),
                            dict(teacher_kw, name=teacher))
