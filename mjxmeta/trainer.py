@@ -28,7 +28,7 @@ from flax import struct
 from mjxmeta import meta, students
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, validate
-from mjxmeta.envs import POOL_INFO, make, reused_starts, strong
+from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
@@ -138,28 +138,36 @@ class Trainer:
         """
         K, N = self.K, self.N
         env_state, memory = self.env.refill(state.env_state), state.teacher.memory
-        if self.config.paired:  # candidate 0's envs and memory for all; the start pool stays shared
-            tile = lambda x: jnp.tile(x[:N], (K,) + (1,) * (x.ndim - 1))  # noqa: E731
-            pool = {k: env_state.info[k] for k in POOL_INFO}
-            own = env_state.replace(info={k: v for k, v in env_state.info.items() if k not in POOL_INFO})
-            own, memory = jax.tree.map(tile, (own, memory))
-            env_state = own.replace(info={**own.info, **pool})
-        mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
-        act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer)
         per_candidate = lambda x: x.reshape((K, N) + x.shape[1:])  # noqa: E731
         merged = lambda x: x.reshape((K * N,) + x.shape[2:])  # noqa: E731
+        if self.config.paired:  # candidate 0's envs and memory for all; the start pool stays shared
+            own, pool = split_pool(env_state)
+            own, memory = jax.tree.map(lambda x: jnp.tile(x[:N], (K,) + (1,) * (x.ndim - 1)), (own, memory))
+            env_state = join_pool(own, pool)
+        mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
+        act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer)
+
+        def act_alone(params, pool, own, memory, k, eps):
+            """One candidate's step on its own envs, drawing from the shared start pool."""
+            env_state, memory, tr, _, u, raw = act(params, join_pool(own, pool), memory, k, eps)
+            own, pool = split_pool(env_state)
+            return own, pool["pool_taken"], memory, tr, u, raw
 
         def body(carry, k):
+            env_state, memory = carry
             if candidate_params is not None:  # ES: candidate k acts with its own perturbed params
                 eps = meta.candidate_noise(k, K, (N, self.action_size), mode)
-                out = jax.vmap(act, in_axes=(0, 0, 0, None, 0))(
-                    candidate_params, *jax.tree.map(per_candidate, carry), k, eps)
-                env_state, memory, tr, _, u, raw = jax.tree.map(merged, out)
+                own, pool = split_pool(env_state)
+                own, taken, memory, tr, u, raw = jax.vmap(act_alone, in_axes=(0, None, 0, 0, None, 0))(
+                    candidate_params, pool, *jax.tree.map(per_candidate, (own, memory)), k, eps)
+                own, memory, tr, u, raw = jax.tree.map(merged, (own, memory, tr, u, raw))
+                # every candidate reads the same pool entries (common starts); it is spent by the most
+                env_state = join_pool(own, dict(pool, pool_taken=jnp.max(taken)))
             elif self.config.paired:
                 eps = meta.candidate_noise(k, K, (N, self.action_size), mode).reshape(K * N, -1)
-                env_state, memory, tr, _, u, raw = act(state.teacher.params, *carry, k, eps)
+                env_state, memory, tr, _, u, raw = act(state.teacher.params, env_state, memory, k, eps)
             else:
-                env_state, memory, tr, _, u, raw = act(state.teacher.params, *carry, k)
+                env_state, memory, tr, _, u, raw = act(state.teacher.params, env_state, memory, k)
             return (env_state, memory), (tr, u, raw)
 
         (env_state, memory), out = jax.lax.scan(body, (env_state, memory), jax.random.split(key, self.T))

@@ -146,6 +146,17 @@ class FreshAutoResetWrapper(Wrapper):
         return strong(out)
 
 
+def split_pool(state: State) -> tuple[State, dict]:
+    """(state without the start pool, the pool entries ``POOL_INFO``): the first has an env axis on every leaf."""
+    own = state.replace(info={k: v for k, v in state.info.items() if k not in POOL_INFO})
+    return own, {k: state.info[k] for k in POOL_INFO}
+
+
+def join_pool(own: State, pool: dict) -> State:
+    """Inverse of :func:`split_pool`."""
+    return own.replace(info={**own.info, **pool})
+
+
 def reused_starts(state: State) -> jax.Array:
     """Auto-resets since the last pool draw that reused a pool entry (int32 scalar; 0 = all fresh)."""
     size = state.info["pool"]["obs"].shape[0]
