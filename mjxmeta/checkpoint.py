@@ -5,12 +5,23 @@ A checkpoint holds every leaf of the batched :class:`mjxmeta.trainer.TrainState`
 the teacher envs, PRNG keys, normalizer statistics, baselines, counters) plus a
 small JSON record (iteration, env steps, chunk, the full config of the run).
 
-Integrity: :meth:`Checkpointer.save` adds to the record ``arrays_sha256``, the
-SHA-256 of every saved array's name, dtype, shape and bytes (computed on the
-host from the very arrays handed to Orbax), and ``record_sha256`` over the rest
-of the record (config included). :meth:`Checkpointer.restore` recomputes both
-from what it read and raises :class:`CheckpointCorrupt` on a mismatch, as it
-does for anything Orbax/TensorStore cannot read (truncated or missing files).
+Integrity: :meth:`Checkpointer.save` adds to the record ``arrays_sha256_rows``
+(:func:`rows_digest`: SHA-256 over the digests of every seed's row of every
+saved array, with names, dtypes and global shapes; computed from the very
+arrays handed to Orbax) and ``record_sha256`` over the rest of the record
+(config included). :meth:`Checkpointer.restore` recomputes both from what it
+read and raises :class:`CheckpointCorrupt` on a mismatch, as it does for
+anything Orbax/TensorStore cannot read (truncated or missing files).
+Checkpoints of earlier versions carry ``arrays_sha256`` (:func:`arrays_digest`
+over whole arrays) and are verified with it.
+
+Several processes (:mod:`mjxmeta.distributed`): the state's arrays are global
+(the seed axis spread over all processes' devices); Orbax writes each
+process's shards and process 0 the metadata and record. Each process hashes
+the seed rows it holds and the row digests are gathered, so the checksum is
+the same for any process count: a checkpoint written by P processes restores
+and verifies in any other number of processes whose device count divides S.
+Whether a restore failed is agreed between processes, so all fall back together.
 :meth:`Checkpointer.restore_verified` walks back from the latest step to the
 newest checkpoint that verifies, saying in one line which ones failed.
 
@@ -41,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from mjxmeta import distributed
 from mjxmeta.rundir import CHECKPOINTS, FAILED_CHECKPOINTS
 
 
@@ -54,7 +66,8 @@ def _saved_part(flat: dict[str, Any]) -> dict[str, Any]:
     return {n: x for n, x in flat.items() if int(np.prod(x.shape)) > 0}
 
 
-DIGEST = "arrays_sha256"
+DIGEST = "arrays_sha256_rows"  # rows_digest
+LEGACY_DIGEST = "arrays_sha256"  # arrays_digest, checkpoints of earlier versions
 RECORD_DIGEST = "record_sha256"
 
 
@@ -74,16 +87,63 @@ def arrays_digest(flat: dict[str, Any]) -> str:
     """SHA-256 (hex) over ``{name: array}`` in name order: name, dtype, shape and raw bytes of each.
 
     Typed PRNG keys are hashed through ``jax.random.key_data``. Independent
-    of sharding and device count (the arrays are fetched whole to the host).
+    of sharding and device count (the arrays are fetched whole to the host,
+    gathered from all processes when several run). Verifies checkpoints of
+    earlier versions; new ones carry :func:`rows_digest`.
     """
     names = sorted(flat)
     arrays = [flat[n] for n in names]
     arrays = [jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x for x in arrays]
     h = hashlib.sha256()
-    for name, a in zip(names, jax.device_get(arrays)):
+    for name, a in zip(names, distributed.to_host(arrays)):
         a = np.ascontiguousarray(a)
         h.update(f"{name}|{a.dtype.str}|{a.shape}\n".encode())
         h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+def rows_digest(flat: dict[str, Any]) -> str:
+    """SHA-256 (hex) over ``{name: array}`` with a leading seed axis S, the same for any process count.
+
+    For each name (sorted) and seed ``s``: the SHA-256 of ``name|dtype|global
+    shape|s`` and the bytes of row ``s``; this process hashes the rows its
+    devices hold and the row digests of all processes are gathered
+    (collective when several processes run). The result is the SHA-256 of the
+    names, dtypes and shapes followed by all row digests in (name, seed)
+    order. Typed PRNG keys are hashed through ``jax.random.key_data``.
+    """
+    names = sorted(flat)
+    arrays = [flat[n] for n in names]
+    arrays = [jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x for x in arrays]
+    seeds = {int(x.shape[0]) for x in arrays}
+    if len(seeds) != 1:
+        raise ValueError(f"arrays of a checkpoint must share their leading seed axis; got sizes {sorted(seeds)}")
+    (S,) = seeds
+    rows = np.zeros((len(names), S, 32), np.uint8)
+    have = np.zeros((len(names), S), bool)
+    for i, (name, x) in enumerate(zip(names, arrays)):
+        head = f"{name}|{np.dtype(x.dtype).str}|{tuple(x.shape)}|"
+        parts = [(s.index[0] if s.index else slice(None), s.data) for s in x.addressable_shards] \
+            if isinstance(x, jax.Array) else [(slice(None), x)]
+        for index, data in parts:
+            data = np.ascontiguousarray(jax.device_get(data))
+            for r, seed in enumerate(range(S)[index]):
+                if not have[i, seed]:
+                    h = hashlib.sha256(f"{head}{seed}\n".encode())
+                    h.update(memoryview(np.ascontiguousarray(data[r])).cast("B"))
+                    rows[i, seed] = np.frombuffer(h.digest(), np.uint8)
+                    have[i, seed] = True
+    if distributed.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        all_rows, all_have = multihost_utils.process_allgather((rows, have))  # (P, names, S, 32), (P, names, S)
+        first = np.argmax(all_have, axis=0)
+        rows = np.take_along_axis(all_rows, first[None, ..., None], axis=0)[0]
+        have = np.any(all_have, axis=0)
+    if not have.all():
+        raise ValueError("some seed rows of the checkpoint's arrays are held by no process")
+    h = hashlib.sha256(json.dumps([[n, np.dtype(x.dtype).str, list(x.shape)] for n, x in zip(names, arrays)]).encode())
+    h.update(rows.tobytes())
     return h.hexdigest()
 
 
@@ -181,7 +241,8 @@ class Checkpointer:
             raise RuntimeError(f"{self.directory} was opened read-only")
         flat, _, _ = _flat(state)
         saved = _saved_part(flat)
-        record = {**record, DIGEST: arrays_digest(saved)}
+        record = {k: v for k, v in record.items() if k != LEGACY_DIGEST}
+        record[DIGEST] = rows_digest(saved)
         record[RECORD_DIGEST] = record_digest(record)
         self._io(step, lambda: self.manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(saved), record=ocp.args.JsonSave(record))))
@@ -250,22 +311,35 @@ class Checkpointer:
         record = self.read_record(step)
         flat, names, treedef = _flat(abstract_state)
         _quiet_late_read_callbacks()
+        failure = None
         try:
             values = self.manager.restore(step, args=ocp.args.Composite(
                 state=ocp.args.StandardRestore(_saved_part(flat))))["state"]
         except Exception as e:
-            raise CheckpointCorrupt(step, self.directory, _one_line(e)) from e
-        if DIGEST not in record:
-            print(f"mjxmeta: note: checkpoint {step} in {self.directory} has no checksum (written by an older "
-                  "version); restored unverified", file=sys.stderr)
-        elif arrays_digest(dict(values)) != record[DIGEST]:
+            failure = e
+        # Every process takes the same branch (the digests below are collectives).
+        if distributed.any_process(failure is not None):
+            reason = _one_line(failure) if failure is not None else "another process could not read its shards"
+            raise CheckpointCorrupt(step, self.directory, reason) from failure
+        if DIGEST in record:
+            ok = rows_digest(dict(values)) == record[DIGEST]
+        elif LEGACY_DIGEST in record:
+            ok = arrays_digest(dict(values)) == record[LEGACY_DIGEST]
+        else:
+            ok = True
+            if distributed.is_main():
+                print(f"mjxmeta: note: checkpoint {step} in {self.directory} has no checksum (written by an older "
+                      "version); restored unverified", file=sys.stderr)
+        if not ok:
             raise CheckpointCorrupt(step, self.directory, "its arrays do not match their checksum")
 
         def leaf(name):
             if name in values:
                 return values[name]
             a = flat[name]
-            return jax.device_put(jnp.zeros(a.shape, a.dtype), getattr(a, "sharding", None))
+            sharding = getattr(a, "sharding", None)
+            zeros = np.zeros(a.shape, a.dtype)
+            return jnp.asarray(zeros) if sharding is None else distributed.global_array(zeros, sharding)
 
         state = jax.tree_util.tree_unflatten(treedef, [leaf(n) for n in names])
         return state, record
@@ -287,7 +361,7 @@ class Checkpointer:
           FileNotFoundError: there is no (complete) checkpoint at or before ``step``.
           CheckpointCorrupt: none of them verifies (the message lists them).
         """
-        say = say or (lambda m: print(f"mjxmeta: {m}", file=sys.stderr))
+        say = say or (lambda m: print(f"mjxmeta: {m}", file=sys.stderr) if distributed.is_main() else None)
         steps = [s for s in reversed(self.all_steps()) if step is None or s <= step]
         if not steps:
             raise FileNotFoundError(f"no complete checkpoint{'' if step is None else f' at or before {step}'} in "
@@ -309,12 +383,15 @@ class Checkpointer:
                                 f"and so did every older one ({failed[1:]}); no verified checkpoint to restore")
 
     def _set_aside(self, steps: list[int], say: Callable[[str], None]) -> None:
-        aside = self.directory.parent / FAILED_CHECKPOINTS
-        aside.mkdir(exist_ok=True)
-        for s in steps:
-            target = aside / f"{s}.{time.strftime('%Y%m%d-%H%M%S')}"
-            os.rename(self.directory / str(s), target)
-            say(f"moved failed checkpoint {s} to {target}")
+        def move():
+            aside = self.directory.parent / FAILED_CHECKPOINTS
+            aside.mkdir(exist_ok=True)
+            for s in steps:
+                target = aside / f"{s}.{time.strftime('%Y%m%d-%H%M%S')}"
+                os.rename(self.directory / str(s), target)
+                say(f"moved failed checkpoint {s} to {target}")
+
+        distributed.on_main(move)  # process 0 moves them; the others wait for it
         self.manager.reload()
 
     def latest_verified(self, abstract_state) -> int | None:

@@ -29,6 +29,7 @@ final checkpoint. The README's "Reliability" section lists the guarantees.
 from __future__ import annotations
 
 import argparse
+import builtins
 import dataclasses
 import re
 import sys
@@ -36,9 +37,10 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
+from mjxmeta import distributed
 from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
-                            check_explicit_fields, executed_iterations, field_docs, replace_field, student_preset,
-                            validate)
+                            check_explicit_fields, executed_iterations, field_docs, from_dict, replace_field,
+                            student_preset, to_dict, validate)
 from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                          load_config, prepare_run_dir, train)
 
@@ -122,6 +124,23 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag.option, **kw)
 
 
+def _add_distributed_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags of a run spread over several processes (hosts); README, "Seeds across hosts"."""
+    g = parser.add_argument_group(
+        "several processes (command line only; not config fields)",
+        "Start the same command in every process; the seeds are split over all processes' devices (--seeds must "
+        "be a multiple of the global device count). Only process 0 writes config.json, metrics.jsonl and "
+        "TensorBoard; all write their shards of the checkpoints (--run-dir on a shared file system).")
+    g.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                   help="address of process 0 for jax.distributed.initialize (default: not distributed, unless "
+                        "--distributed)")
+    g.add_argument("--num-processes", metavar="P", type=int, default=None, help="number of processes")
+    g.add_argument("--process-id", metavar="I", type=int, default=None, help="this process's index in [0, P)")
+    g.add_argument("--distributed", action="store_true",
+                   help="call jax.distributed.initialize() and let it detect what the three flags above leave "
+                        "unset from the launcher: " + "; ".join(distributed.AUTO_DETECTED))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mjxmeta", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -140,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="if --run-dir holds a run, move it aside to RUN.old-<time> (nothing is deleted) and start "
                           "afresh (default: off: such a directory is refused with exit code 2)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
+    _add_distributed_flags(t)
     _add_config_flags(t)
     e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
     e.add_argument("run", help="run directory")
@@ -199,8 +219,14 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     directory that holds one) and the config resolved before anything compiles; the lock is held to the end."""
     from mjxmeta import rundir
 
+    try:  # before anything else touches JAX
+        distributed.initialize(a.coordinator, a.num_processes, a.process_id, auto=a.distributed)
+    except ConfigError as e:
+        parser.exit(EXIT_INVALID, f"mjxmeta: error: {e}\n")
     lock = None
-    try:
+
+    def claim() -> dict[str, Any]:  # process 0 alone claims the run directory and resolves the config
+        nonlocal lock
         if a.resume is not None:
             run_dir = Path(a.resume)
             if a.overwrite:
@@ -211,18 +237,37 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
                 raise ConfigError("run_dir", a.run_dir, f"omitted or equal to --resume {a.resume}")
             lock = rundir.RunLock(run_dir).acquire()
             config = config_from_args(a, base=rundir.resume_config(run_dir))
+            distributed.check_seeds(config)
         else:
             config = config_from_args(a)
+            distributed.check_seeds(config)
             lock = rundir.claim_fresh(a.run_dir, config, overwrite=a.overwrite)
             run_dir = lock.run_dir
-    except (ConfigError, rundir.RunDirError, ResumeError) as e:
+        return {"run_dir": str(run_dir), "config": to_dict(config)}
+
+    try:
+        claimed = distributed.on_main(claim)
+        run_dir, config = Path(claimed["run_dir"]), from_dict(claimed["config"])
+    except (ConfigError, rundir.RunDirError, ResumeError, distributed.PeerFailed) as e:
         if lock is not None:
             lock.release()
-        parser.exit(EXIT_RESUME if isinstance(e, ResumeError) else EXIT_INVALID, f"mjxmeta: error: {e}\n")
+        parser.exit(exit_code(e), f"mjxmeta: error: {e}\n")
     try:
         return _run_train(config, run_dir, a.resume is not None, not a.no_progress)
     finally:
-        lock.release()  # a directory this call created and left empty (e.g. too little free space) is removed
+        if lock is not None:  # only process 0 holds it
+            lock.release()  # a directory this call created and left empty (e.g. too little free space) is removed
+
+
+def exit_code(e: BaseException) -> int:
+    """The exit code of a failed ``train`` (module docstring); for :class:`mjxmeta.distributed.PeerFailed`
+    the code of process 0's exception."""
+    kind = e.kind if isinstance(e, distributed.PeerFailed) else type(e).__name__
+    codes = {"ResumeError": EXIT_RESUME, "NonFiniteError": EXIT_NONFINITE, "CheckpointCorrupt": EXIT_NO_VERIFIED,
+             "CheckpointWriteError": EXIT_OS_ERROR}
+    os_error = isinstance(e, OSError) or (isinstance(getattr(builtins, kind, None), type)
+                                          and issubclass(getattr(builtins, kind), OSError))
+    return codes.get(kind, EXIT_OS_ERROR if os_error else EXIT_INVALID)
 
 
 def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> int:
@@ -232,25 +277,27 @@ def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> i
     from mjxmeta.rundir import RunDirError
 
     its = executed_iterations(config)
-    print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
-          f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
-          f"{config.seeds} seeds)", file=sys.stderr)
+    main = distributed.is_main()
+    if main:
+        print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
+              f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
+              f"{config.seeds} seeds{distributed.describe()})", file=sys.stderr)
     try:
         final = train(config, run_dir, resume=resume, progress=progress)
     except Stopped as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code
-    except (ResumeError, NonFiniteError, ConfigError, RunDirError, CheckpointCorrupt) as e:
+    except (ResumeError, NonFiniteError, ConfigError, RunDirError, CheckpointCorrupt, distributed.PeerFailed) as e:
         print(f"mjxmeta: error: {e}", file=sys.stderr)
-        return {ResumeError: EXIT_RESUME, NonFiniteError: EXIT_NONFINITE,
-                CheckpointCorrupt: EXIT_NO_VERIFIED}.get(type(e), EXIT_INVALID)
+        return exit_code(e)
     except CheckpointWriteError as e:  # its strerror names the checkpoint, the path and the OS error
         print(f"mjxmeta: error: {e.strerror}", file=sys.stderr)
         return EXIT_OS_ERROR
     except OSError as e:  # disk full, directory removed or read-only while writing metrics, config, ...
         print(f"mjxmeta: error: cannot write {e.filename or run_dir}: {e.strerror or e}", file=sys.stderr)
         return EXIT_OS_ERROR
-    print(format_table(config, final))
+    if main:
+        print(format_table(config, final))
     return 0
 
 

@@ -8,8 +8,10 @@ TensorBoard, progress bar, visitation dumps) and saves Orbax checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mjxmeta import sinks
+from mjxmeta import distributed, sinks
 from mjxmeta.config import Config, ConfigError, to_dict
 from mjxmeta.rundir import (CHECKPOINTS, CONFIG, METRICS, TENSORBOARD, ResumeError,  # noqa: F401 (re-exports)
                             RunDirError, RunLock, check_start, config_of_checkpoints, load_config, prepare_run_dir,
@@ -75,7 +77,7 @@ def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
     global _finite_flags_jit
     if _finite_flags_jit is None:
         _finite_flags_jit = jax.jit(_finite_flags)
-    return jax.device_get(_finite_flags_jit(state, metrics, returns))
+    return distributed.to_host(_finite_flags_jit(state, metrics, returns))
 
 
 def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk_end: int) -> str | None:
@@ -147,6 +149,13 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     (:mod:`mjxmeta.preemption`) under ``run_dir/checkpoints``. A resume
     restores the newest checkpoint that verifies.
 
+    Several processes (:mod:`mjxmeta.distributed`; every process calls
+    ``train`` with the same arguments): each computes its devices' seeds;
+    only process 0 takes the lock, writes ``config.json`` and calls
+    ``progress_fn`` (with every seed's row, gathered); checkpoints hold the
+    global arrays. A failure of a step process 0 runs alone raises
+    :class:`mjxmeta.distributed.PeerFailed` on the others.
+
     Returns:
       final eval return (mean over eval envs) per seed.
 
@@ -165,13 +174,18 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     from mjxmeta.preemption import StopSignals, Stopped
     from mjxmeta.trainer import Trainer
 
-    with RunLock(run_dir), StopSignals(run_dir) as stop:  # a signal: stop after the chunk in flight
-        check_start(run_dir, config, resume)
+    main = distributed.is_main()  # several processes: only process 0 locks and writes the run's files
+    with RunLock(run_dir) if main else contextlib.nullcontext(), StopSignals(run_dir) as stop:
+        distributed.on_main(lambda: check_start(run_dir, config, resume))
         trainer = Trainer(config)
         abstract = trainer.abstract_state()
         state_bytes = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(abstract))
-        check_free_space(run_dir, state_bytes, config.keep)
-        write_config(run_dir, config)
+
+        def prepare() -> None:
+            check_free_space(run_dir, state_bytes, config.keep)
+            write_config(run_dir, config)
+
+        distributed.on_main(prepare)
 
         ckpt = Checkpointer(run_dir, config.keep)
         start_chunk = 0
@@ -180,26 +194,29 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
             state, record = ckpt.restore_verified(abstract, set_aside=True)
             start_chunk = record["chunk"]
             t_offset = record["wall_s"]
-            print(f"resumed {run_dir} at iteration {record['iteration']} ({record['env_steps']} env steps)",
-                  file=sys.stderr)
+            if main:
+                print(f"resumed {run_dir} at iteration {record['iteration']} ({record['env_steps']} env steps)",
+                      file=sys.stderr)
         else:
-            if resume:
+            if resume and main:
                 print(f"no complete checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
-            state = trainer.shard(trainer.init_seeds(trainer.seed_keys()))
+            state = trainer.init_seeds(trainer.shard(trainer.seed_keys()))
 
         n_chunks = trainer.num_chunks
         final: list[float] = []
         if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
-            returns = trainer.evaluate_seeds(state, trainer.eval_keys(start_chunk * config.log_every))
-            final = [float(np.mean(r)) for r in jax.device_get(returns)]
+            returns = trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(start_chunk * config.log_every)))
+            final = [float(np.mean(r)) for r in distributed.to_host(returns)]
         t0 = time.time() - t_offset
-        if progress_fn is None:
+        if not main:
+            progress_fn = sinks.Fanout([])
+        elif progress_fn is None:
             progress_fn = default_sinks(config, run_dir, start_chunk, n_chunks, progress)
         try:
             for chunk in range(start_chunk, n_chunks):
                 state, metrics = trainer.run_chunk(state)
                 iteration = (chunk + 1) * config.log_every
-                returns = trainer.evaluate_seeds(state, trainer.eval_keys(iteration))
+                returns = trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(iteration)))
                 problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
                                            iteration - config.log_every, iteration)
                 if problem:
@@ -207,19 +224,20 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                     raise NonFiniteError(f"{problem}; stopping without saving this state. Last verified "
                                          f"checkpoint: {'none' if last is None else f'iteration {last}'} in "
                                          f"{ckpt.directory}")
-                metrics, returns, env_steps, visits = jax.device_get(
+                # Every seed's values on every process (a collective with several processes).
+                metrics, returns, env_steps, visits = distributed.to_host(
                     (metrics, returns, state.env_steps, state.visits))
                 wall = time.time() - t0
                 rows = metric_rows(iteration, metrics, returns, env_steps, wall)
                 final = [row["eval_return"] for row in rows]
                 progress_fn(iteration, rows, visits if config.visit_samples else None)
-                stopping = stop.signum is not None and chunk + 1 < n_chunks
+                stopping = distributed.any_process(stop.signum is not None) and chunk + 1 < n_chunks
                 if chunk + 1 == n_chunks or stopping or (config.checkpoint_every
                                                          and iteration % config.checkpoint_every == 0):
                     ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1, "config": to_dict(config),
                                                  "env_steps": int(env_steps[0]), "wall_s": wall})
                 if stopping:
-                    raise Stopped(stop.signum)
+                    raise Stopped(stop.signum or signal.SIGTERM)  # a peer process got the signal
         finally:
             progress_fn.close()
             ckpt.close()

@@ -28,6 +28,7 @@ from flax import struct
 from mjxmeta import meta, students
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, validate
+from mjxmeta.distributed import check_seeds, global_array
 from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
@@ -319,8 +320,11 @@ class Trainer:
     # ------------------------------------------------------ batched entry points
     @functools.cached_property
     def init_seeds(self):
-        """jit(vmap(init)): (S, 2) keys -> TrainState with leading S."""
-        return jax.jit(jax.vmap(self.init))
+        """jit(vmap(init)): (S, 2) keys -> TrainState with leading S, placed with :meth:`seed_sharding`.
+
+        Pass ``shard(seed_keys())`` so that each device (process) initializes only its own seeds.
+        """
+        return jax.jit(jax.vmap(self.init), out_shardings=self.seed_sharding())
 
     @functools.cached_property
     def run_chunk(self):
@@ -345,20 +349,32 @@ class Trainer:
         return -(-self.config.num_iterations // self.config.log_every)
 
     def seed_sharding(self) -> jax.sharding.Sharding:
-        """Sharding of the seed axis: ``NamedSharding(Mesh(devices, ('seed',)), P('seed'))``.
+        """Sharding of the seed axis: ``NamedSharding(Mesh(jax.devices(), ('seed',)), P('seed'))``.
 
-        With one device, or when S is not a multiple of the device count, all
-        seeds live on the first device.
+        ``jax.devices()`` are the global devices of all processes
+        (:mod:`mjxmeta.distributed`): each device holds S/D consecutive seeds.
+        With one process and one device, or S not a multiple of its D devices,
+        all seeds live on the first device.
+
+        Raises:
+          mjxmeta.config.ConfigError: (field ``seeds``) several processes and
+            S not a multiple of the global device count.
         """
+        check_seeds(self.config)
         devices = jax.devices()
         if len(devices) == 1 or self.config.seeds % len(devices):
             return jax.sharding.SingleDeviceSharding(devices[0])
         mesh = jax.sharding.Mesh(devices, ("seed",))
         return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
 
-    def shard(self, state: TrainState) -> TrainState:
-        """Places the seed axis of ``state`` with :meth:`seed_sharding`."""
-        return jax.device_put(state, self.seed_sharding())
+    def shard(self, tree):
+        """Places the seed axis of ``tree`` (a state, or (S, ...) keys) with :meth:`seed_sharding`.
+
+        ``tree`` holds the whole (S, ...) value on every process (host arrays
+        or local device arrays); each process keeps only its devices' seeds.
+        """
+        sharding = self.seed_sharding()
+        return jax.tree.map(lambda x: global_array(x, sharding), tree)
 
     def abstract_state(self) -> TrainState:
         """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile)."""

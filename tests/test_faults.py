@@ -63,7 +63,9 @@ def assert_same_state(run: Path, ref: Path, step: int) -> None:
     """Checkpoint ``step`` of ``run`` equals the reference's bit for bit (arrays, position and array checksum)."""
     (got, rg), (want, rw) = restore(run, [step])[step], restore(ref, [step])[step]
     assert_bit_identical(got, want, f"{run.name} vs {ref.name} at iteration {step}")
-    assert record_wo_wall(rg) == record_wo_wall(rw) and rg["arrays_sha256"] == rw["arrays_sha256"]
+    from mjxmeta.checkpoint import DIGEST
+
+    assert record_wo_wall(rg) == record_wo_wall(rw) and rg[DIGEST] == rw[DIGEST]
 
 
 def start_parked(run: Path, env, cwd, chunk: int, seconds: float, extra=()) -> tuple[subprocess.Popen, list]:
