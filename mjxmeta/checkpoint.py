@@ -216,16 +216,25 @@ class Checkpointer:
     Args:
       run_dir: the run directory.
       keep: number of most recent checkpoints kept (``max_to_keep``).
+      read_only: never creates ``checkpoints/``, never saves (so never
+        deletes). With several processes (:mod:`mjxmeta.distributed`) a
+        read-only Checkpointer belongs to the calling process alone (no
+        collective: e.g. process 0 reading the config of a run); otherwise
+        every process must create and use the Checkpointer together.
     """
 
     def __init__(self, run_dir: str | Path, keep: int = 3, read_only: bool = False):
         self.directory = Path(run_dir).absolute() / CHECKPOINTS
         self.read_only = read_only
-        # read_only (eval, render, reading configs): never creates checkpoints/; never saves, so never deletes.
+        alone = {}
+        if read_only and distributed.process_count() > 1:
+            me = jax.process_index()
+            alone = dict(multiprocessing_options=ocp.options.MultiprocessingOptions(
+                primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"mjxmeta_alone_{me}"))
         self.manager = None if read_only and not self.directory.is_dir() else ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                                 enable_async_checkpointing=True),
+                                                 enable_async_checkpointing=True, **alone),
         )
 
     def save(self, step: int, state, record: dict[str, Any]) -> None:
