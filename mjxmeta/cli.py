@@ -6,6 +6,11 @@ appends one JSON object per log point per seed to ``RUN/metrics.jsonl``, saves
 Orbax checkpoints under ``RUN/checkpoints`` and ends with a table of final
 evaluation returns per seed and mean ± sd. ``--resume RUN`` continues a run.
 
+Several processes (hosts): ``--distributed`` (a launcher jax detects: SLURM,
+Open MPI, TPU pods) or ``--coordinator HOST:PORT --num-processes P
+--process-id I``; see :mod:`mjxmeta.distributed` and the README's "Seeds
+across hosts".
+
 ``mjxmeta eval RUN`` restores a checkpoint and prints per-seed deterministic
 returns.
 
