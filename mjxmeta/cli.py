@@ -29,6 +29,11 @@ refused (config differs or does not parse), 5 an OS error writing the run
 (disk full, unwritable directory; earlier checkpoints stay intact), 6 no
 checkpoint passes verification, 130/143 stopped by SIGINT/SIGTERM after a
 final checkpoint. The README's "Reliability" section lists the guarantees.
+
+Compiled programs are kept in JAX's persistent compilation cache,
+``~/.cache/mjxmeta/jax`` (``$XDG_CACHE_HOME/mjxmeta/jax``), so a second run of
+a config skips the compile; ``JAX_COMPILATION_CACHE_DIR`` moves it and
+``MJXMETA_COMPILATION_CACHE=0`` turns it off (:mod:`mjxmeta.compile_cache`).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from mjxmeta import distributed
+from mjxmeta import compile_cache, distributed
 from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
                             check_explicit_fields, executed_iterations, field_docs, from_dict, replace_field,
                             student_preset, to_dict, validate)
@@ -176,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", required=True, help="output directory for report.md and the PNGs")
     r.add_argument("--reps", type=int, default=2000, help="bootstrap resamples per confidence interval")
     r.add_argument("--last", type=int, default=1,
-                   help="final score = mean eval return of a seed's last LAST log points")
+                   help="final score = mean eval return of a seed's last LAST evaluated log points")
     r.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed")
     v = sub.add_parser("render", help="roll out a trained policy; write a video (and Brax's HTML viewer)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -408,6 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
     parser = build_parser()
     a = parser.parse_args(argv)
+    if a.command != "report":  # the commands that compile; before their first compile
+        compile_cache.enable()
     if a.command == "train":
         return _train(parser, a)
     if a.command == "report":

@@ -262,7 +262,14 @@ class Config:
         ``reused_starts``).
       total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
       log_every: iterations per scan chunk (one log point per chunk).
-      eval_envs: evaluation environments (deterministic student, full episodes).
+      eval_envs: evaluation episodes per seed at each evaluated log point
+        (deterministic student, one full episode per env, all seeds in one
+        batched rollout); the final evaluation is their mean.
+      eval_every: env steps per seed between evaluations: a log point
+        evaluates when its env-step count passes a multiple of eval_every;
+        the run's last log point always does (:func:`evaluates_at`);
+        0 = only at the end. Rows of other log points carry no
+        ``eval_return``.
       checkpoint_every: iterations between Orbax checkpoints (a multiple of
         log_every); 0 = only at the end.
       keep: number of most recent checkpoints kept.
@@ -283,7 +290,8 @@ class Config:
     reset_pool: int = 0
     total_steps: int = 50_000
     log_every: int = 10
-    eval_envs: int = 5
+    eval_envs: int = 10
+    eval_every: int = 20_000
     checkpoint_every: int = 0
     keep: int = 3
     visit_samples: int = 200
@@ -448,6 +456,7 @@ def validate(config: Config) -> Config:
     _int("total_steps", c.total_steps, 1, 2_000_000_000)  # env_steps is an int32 counter
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)
+    _int("eval_every", c.eval_every, 0, 2_000_000_000)
     _int("checkpoint_every", c.checkpoint_every, 0, 10**9)
     if c.checkpoint_every % c.log_every:
         raise ConfigError("checkpoint_every", c.checkpoint_every,
@@ -557,6 +566,25 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
 def executed_iterations(config: Config) -> int:
     """Iterations a run really executes: ``num_iterations`` rounded up to whole chunks of ``log_every``."""
     return -(-config.num_iterations // config.log_every) * config.log_every
+
+
+def evaluates_at(config: Config, iteration: int) -> bool:
+    """Whether the log point after ``iteration`` iterations (a multiple of ``log_every``) evaluates.
+
+    True at the run's last log point (:func:`executed_iterations`) and, with
+    ``eval_every`` > 0, where the chunk ending here crossed a multiple of
+    ``eval_every`` env steps: ``floor(e / eval_every) > floor(e_prev /
+    eval_every)`` with e, e_prev the env steps per seed at this and the
+    previous log point. Depends on the iteration only, so a resumed run
+    evaluates at the same log points as an uninterrupted one.
+    """
+    if iteration >= executed_iterations(config):
+        return True
+    if not config.eval_every:
+        return False
+    steps = iteration * config.steps_per_iteration
+    before = (iteration - config.log_every) * config.steps_per_iteration
+    return steps // config.eval_every > before // config.eval_every
 
 
 # ---------------------------------------------------------------------------

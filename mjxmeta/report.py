@@ -45,9 +45,11 @@ rliable gives the same point estimates and intervals within bootstrap noise
 (see ``tests/test_report.py``).
 
 Final score of a seed: its eval return at the last log point (rliable and the
-paper's "reward reached"), or with ``last=k`` the mean of the last k log points
-(lower variance when ``eval_envs`` is small). All seeds of one line are read at
-the same env-step count (see :func:`group_runs`).
+paper's "reward reached"; a run always evaluates there), or with ``last=k`` the
+mean of the last k evaluated log points (lower variance when ``eval_envs`` is
+small). Learning curves of the return use only the log points that evaluated
+(``Config.eval_every``); the training metrics use every log point. All seeds of
+one line are read at the same env-step count (see :func:`group_runs`).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ ENV_STEPS_LABEL = "env steps (D0 + D1 + R̂ rollouts)"
 WALL_LABEL = "wall-clock s (first point includes JIT compile)"
 RETURN_LABEL = "eval return (deterministic student)"
 # Config fields that may differ between runs pooled into one line (more seeds of one setting).
-_POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep")
+_POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep", "eval_every")
 
 # The paper's table (Xu et al. 2018; docs/algorithm.md, "The paper's table"; gym envs of 2018): env -> (Meta, DDPG) as "mean ± sd".
 PAPER_TABLE = {
@@ -98,11 +100,12 @@ class Run:
       config: ``config.json`` as a dict (``mjxmeta.config.to_dict`` layout; read
         raw, so runs written by older/newer versions still load).
       rows: ``metrics.jsonl`` rows, de-duplicated on (seed, iteration) (the last
-        row wins) and sorted by (seed, iteration); only rows with a finite
-        ``eval_return``.
+        row wins) and sorted by (seed, iteration); a row has a finite
+        ``eval_return`` or none (a log point without evaluation,
+        ``Config.eval_every``).
       malformed: lines skipped because they are not UTF-8, not JSON, not an
-        object, lack ``env_steps``/``seed``/``eval_return`` or hold a
-        non-numeric value (a torn last line included).
+        object, lack ``env_steps``/``seed`` or hold a non-numeric value (a
+        torn last line included).
       nonfinite: rows skipped because ``eval_return`` is NaN or infinite
         (reported, never averaged).
     """
@@ -133,8 +136,8 @@ class Run:
         return sorted({int(r["seed"]) for r in self.rows})
 
     def seed_series(self, seed: int, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(env_steps (P,), wall_s (P,), values (P,)) of one seed; NaN where ``key`` is absent."""
-        rows = [r for r in self.rows if int(r["seed"]) == seed]
+        """(env_steps (P,), wall_s (P,), values (P,)) of one seed's rows that hold ``key`` (P = 0: none)."""
+        rows = [r for r in self.rows if int(r["seed"]) == seed and key in r]
         steps = np.array([float(r["env_steps"]) for r in rows])
         wall = np.array([float(r.get("wall_s", math.nan)) for r in rows])
         vals = np.array([float(r.get(key, math.nan)) for r in rows])
@@ -168,11 +171,11 @@ def load_run(path: str | Path) -> Run:
         row = parse_row(line)
         if row is None:
             malformed += 1
-        elif not math.isfinite(row["eval_return"]):
+        elif not math.isfinite(row.get("eval_return", 0.0)):
             nonfinite += 1
         else:
             by_key[(int(row["seed"]), int(row.get("iteration", row["env_steps"])))] = row
-    if not by_key:
+    if not any("eval_return" in row for row in by_key.values()):
         raise ReportError(f"run {str(path)!r}: {METRICS} has no complete rows (env_steps, seed, eval_return)"
                           + (f"; skipped {malformed} malformed line(s) and {nonfinite} NaN/inf return(s)"
                              if malformed or nonfinite else ""))
@@ -201,12 +204,15 @@ class Group:
     Attributes:
       env, teacher, label: names; ``label`` is unique within the env.
       runs: the pooled runs.
-      steps: (P,) common env-step grid (the log points of the first seed,
-        restricted to the range every seed covers).
+      steps: (P,) common env-step grid of ``eval_return``: the evaluated log
+        points of the first seed, restricted to the range every seed covers.
       wall: (P,) mean wall-clock seconds at each grid point over runs.
-      curves: {metric: (S, P)} per seed, linearly interpolated in env steps
-        onto ``steps`` (exact when the seeds share log points, as the seeds of
-        one vmapped run do).
+      metric_steps: (Q,) the same for every log point (Q >= P): the grid of
+        the training metrics, which every log point records.
+      curves: {metric: (S, P) for ``eval_return``, else (S, Q)} per seed,
+        linearly interpolated in env steps onto its grid (exact when the seeds
+        share log points, as the seeds of one vmapped run do); all NaN for a
+        metric some seed never recorded.
     """
 
     env: str
@@ -215,6 +221,7 @@ class Group:
     runs: list[Run]
     steps: np.ndarray
     wall: np.ndarray
+    metric_steps: np.ndarray
     curves: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -254,26 +261,32 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _build_group(env: str, teacher: str, label: str, runs: list[Run]) -> Group:
-    series = [(run, s) for run in runs for s in run.seeds]
-    grids = [run.seed_series(s, "eval_return")[0] for run, s in series]
+def _common_grid(grids: list[np.ndarray]) -> np.ndarray:
+    """The points of ``grids[0]`` inside the env-step range every grid covers (its right end if none)."""
     lo = max(g[0] for g in grids)
     hi = min(g[-1] for g in grids)
     steps = grids[0][(grids[0] >= lo) & (grids[0] <= hi)]
-    if steps.size == 0:
-        steps = np.array([hi])
+    return steps if steps.size else np.array([hi])
+
+
+def _build_group(env: str, teacher: str, label: str, runs: list[Run]) -> Group:
+    series = [(run, s) for run in runs for s in run.seeds if run.seed_series(s, "eval_return")[0].size]
+    steps = _common_grid([run.seed_series(s, "eval_return")[0] for run, s in series])
+    metric_steps = _common_grid([run.seed_series(s, "env_steps")[0] for run, s in series])
     curves: dict[str, np.ndarray] = {}
     walls = []
     for key in _CURVE_KEYS:
+        grid = steps if key == "eval_return" else metric_steps
         rows = []
         for run, s in series:
             x, w, v = run.seed_series(s, key)
-            rows.append(np.interp(steps, x, v) if np.all(np.isfinite(v)) else np.full(steps.shape, np.nan))
+            ok = x.size and np.all(np.isfinite(v))
+            rows.append(np.interp(grid, x, v) if ok else np.full(grid.shape, np.nan))
             if key == "eval_return":
-                walls.append(np.interp(steps, x, w))
+                walls.append(np.interp(grid, x, w))
         curves[key] = np.stack(rows)
     return Group(env=env, teacher=teacher, label=label, runs=runs, steps=steps,
-                 wall=np.nanmean(np.stack(walls), axis=0), curves=curves)
+                 wall=np.nanmean(np.stack(walls), axis=0), metric_steps=metric_steps, curves=curves)
 
 
 def _teacher_rank(name: str) -> int:
@@ -516,7 +529,7 @@ def plot_meta(groups_by_env: dict[str, list[Group]], out_png: str | Path, reps: 
             ax = axes[r * rows_per_env + p // ncols, p % ncols]
             for i, g in enumerate(groups):
                 if np.all(np.isfinite(g.curves[key])):
-                    _band(ax, g.steps, g.curves[key], colors[g.label], f"{g.label} (n={g.num_seeds})", reps,
+                    _band(ax, g.metric_steps, g.curves[key], colors[g.label], f"{g.label} (n={g.num_seeds})", reps,
                           seed + i, transform)
             if key in ("meta_reward", "grad_cosine_ema"):
                 ax.axhline(0.0, color="k", lw=0.8, ls="--")

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mjxmeta import distributed, sinks
-from mjxmeta.config import Config, ConfigError, to_dict
+from mjxmeta.config import Config, ConfigError, evaluates_at, to_dict
 from mjxmeta.rundir import (CHECKPOINTS, CONFIG, METRICS, TENSORBOARD, ResumeError,  # noqa: F401 (re-exports)
                             RunDirError, RunLock, check_start, config_of_checkpoints, load_config, prepare_run_dir,
                             write_config)
@@ -51,8 +51,9 @@ def _finite_flags(state, metrics, returns):
         return jnp.all(jnp.stack(flags), axis=0)
 
     out = {"student parameters": all_finite(state.student), "teacher parameters": all_finite(state.teacher),
-           "observation normalizer": all_finite(state.normalizer),
-           "eval_return": jnp.all(jnp.isfinite(returns), axis=1)}
+           "observation normalizer": all_finite(state.normalizer)}
+    if returns is not None:
+        out["eval_return"] = jnp.all(jnp.isfinite(returns), axis=1)
     for k, v in metrics.items():
         bad = ~jnp.isfinite(v)
         out[k] = ~jnp.any(bad, axis=1)
@@ -66,9 +67,12 @@ _finite_flags_jit = None
 def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
     """Per-seed finiteness of parameters, losses and returns (one jitted reduction, compiled once).
 
+    Args:
+      returns: (S, eval_envs) evaluation returns, or None at a log point without evaluation.
+
     Returns:
       {quantity: (S,) bool all-finite} for student/teacher params and
-      optimizer states, normalizer, every scalar metric and ``eval_return``;
+      optimizer states, normalizer, every scalar metric and ``eval_return`` (if evaluated);
       plus {quantity + '@iter': (S,) index of the first non-finite iteration
       in the chunk} for the metrics.
     """
@@ -94,7 +98,7 @@ def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk
 
 
 # -------------------------------------------------------------------- loop
-def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndarray, env_steps: np.ndarray,
+def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndarray | None, env_steps: np.ndarray,
                 wall: float) -> list[dict[str, Any]]:
     """One row per seed from a chunk's host arrays.
 
@@ -102,16 +106,19 @@ def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndar
       metrics: {name: (S, log_every)} per-iteration scalars; a row holds their
         chunk mean (:data:`mjxmeta.meta.SNAPSHOT_METRICS`, e.g. ``teacher_log_std``:
         their last value).
-      returns: (S, eval_envs) evaluation returns; a row holds their mean.
+      returns: (S, eval_envs) evaluation returns, a row holds their mean as
+        ``eval_return``; None at a log point without evaluation (no ``eval_return``).
       env_steps: (S,) env steps done.
       wall: seconds since the run started (across resumes).
     """
     from mjxmeta.meta import SNAPSHOT_METRICS
 
     rows = []
-    for s in range(returns.shape[0]):
-        row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
-               "eval_return": float(np.mean(returns[s])), "wall_s": round(wall, 3)}
+    for s in range(env_steps.shape[0]):
+        row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s}
+        if returns is not None:
+            row["eval_return"] = float(np.mean(returns[s]))
+        row["wall_s"] = round(wall, 3)
         for k, v in metrics.items():
             row[k] = float(v[s, -1]) if k in SNAPSHOT_METRICS else float(np.mean(v[s]))
         rows.append(row)
@@ -157,7 +164,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     :class:`mjxmeta.distributed.PeerFailed` on the others.
 
     Returns:
-      final eval return (mean over eval envs) per seed.
+      final eval return per seed (mean over ``eval_envs`` episodes; the last log
+      point always evaluates, :func:`mjxmeta.config.evaluates_at`).
 
     Raises:
       RunDirError: another process holds ``run_dir``, or it holds a run and ``resume`` is False.
@@ -216,7 +224,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
             for chunk in range(start_chunk, n_chunks):
                 state, metrics = trainer.run_chunk(state)
                 iteration = (chunk + 1) * config.log_every
-                returns = trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(iteration)))
+                returns = (trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(iteration)))
+                           if evaluates_at(config, iteration) else None)
                 problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
                                            iteration - config.log_every, iteration)
                 if problem:
@@ -229,7 +238,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                     (metrics, returns, state.env_steps, state.visits))
                 wall = time.time() - t0
                 rows = metric_rows(iteration, metrics, returns, env_steps, wall)
-                final = [row["eval_return"] for row in rows]
+                if returns is not None:
+                    final = [row["eval_return"] for row in rows]
                 progress_fn(iteration, rows, visits if config.visit_samples else None)
                 stopping = distributed.any_process(stop.signum is not None) and chunk + 1 < n_chunks
                 if chunk + 1 == n_chunks or stopping or (config.checkpoint_every

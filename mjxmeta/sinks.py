@@ -8,6 +8,7 @@ callback, ``progress_fn(iteration, rows, visits)``, after Brax's trainers'
 * ``rows``: one dict per seed, ``{"env_steps": int, "iteration": int, "seed":
   int, "eval_return": float, "wall_s": float, <metric>: float, ...}`` (the
   scalar metrics of the chunk; see :func:`mjxmeta.run.metric_rows`);
+  ``eval_return`` only at log points that evaluate (``Config.eval_every``);
 * ``visits``: (S, samples, obs_size) raw D0 observations of the chunk, or None.
 
 Each sink below is one such callable with a ``close()``; :class:`Fanout`
@@ -85,12 +86,13 @@ class JsonlSink:
 
 def parse_row(line: bytes) -> Row | None:
     """A row of ``metrics.jsonl``, or None if ``line`` is not UTF-8 JSON of an object with numeric (not
-    bool) values only and at least ``env_steps``, ``seed`` and ``eval_return`` (a torn or edited line)."""
+    bool) values only and at least ``env_steps`` and ``seed`` (a torn or edited line). ``eval_return`` is
+    present only in rows of log points that evaluated."""
     try:
         row = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
-    if not isinstance(row, dict) or not {"env_steps", "seed", "eval_return"} <= row.keys():
+    if not isinstance(row, dict) or not {"env_steps", "seed"} <= row.keys():
         return None
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
         return None
@@ -173,7 +175,8 @@ class TensorBoardSink:
 
 
 class ProgressBar:
-    """A tqdm bar over env steps per seed, with mean eval return, env steps/s (all seeds) and meta-reward.
+    """A tqdm bar over env steps per seed, with the latest mean eval return, env steps/s (all seeds) and
+    meta-reward.
 
     Args:
       total: env steps per seed the run will reach; ``initial``: where it starts.
@@ -185,13 +188,15 @@ class ProgressBar:
         self.bar = tqdm(total=total, initial=initial, unit="step", disable=not enabled, dynamic_ncols=True,
                         file=file or sys.stderr)
         self.last = time.time()
+        self.ret = "-"  # no evaluation yet
 
     def __call__(self, iteration: int, rows: Sequence[Row], visits: np.ndarray | None = None) -> None:
         now, steps = time.time(), rows[0]["env_steps"]
         done = steps - self.bar.n
         self.bar.update(done)
-        postfix = {"ret": f"{np.mean([r['eval_return'] for r in rows]):.1f}",
-                   "sps": f"{len(rows) * done / max(now - self.last, 1e-9):.0f}"}
+        if "eval_return" in rows[0]:
+            self.ret = f"{np.mean([r['eval_return'] for r in rows]):.1f}"
+        postfix = {"ret": self.ret, "sps": f"{len(rows) * done / max(now - self.last, 1e-9):.0f}"}
         if "meta_reward" in rows[0]:
             postfix["meta_r"] = f"{np.mean([r['meta_reward'] for r in rows]):.2f}"
         self.bar.set_postfix(postfix)

@@ -330,7 +330,10 @@ class Trainer:
     def run_chunk(self):
         """jit(vmap(run(., log_every))) with the state donated: (S, ...) -> (S, ...), metrics (S, n)."""
         n = self.config.log_every
-        return jax.jit(jax.vmap(lambda s: self.run(s, n)), donate_argnums=0)
+
+        def run_chunk(state):  # a named function: XLA module and cache entry "jit_run_chunk"
+            return self.run(state, n)
+        return jax.jit(jax.vmap(run_chunk), donate_argnums=0)
 
     @functools.cached_property
     def evaluate_seeds(self):

@@ -6,13 +6,25 @@ MJX envs are avoided. The device count is left alone (no XLA_FLAGS).
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import shutil
+import tempfile
 from typing import Any
 
-import jax
-import pytest
+# JAX's persistent compilation cache (mjxmeta.compile_cache) goes to a directory of this test session, removed
+# at exit, never the user's cache: set before JAX reads its environment; subprocesses of the tests inherit it.
+TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
+os.environ["JAX_COMPILATION_CACHE_DIR"] = TEST_JAX_CACHE
+atexit.register(shutil.rmtree, TEST_JAX_CACHE, ignore_errors=True)
 
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig
+import jax  # noqa: E402
+import pytest  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", TEST_JAX_CACHE)  # in case a plugin imported JAX earlier
+
+from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig  # noqa: E402
 
 # Fields of the sub-configs, so ``small_config`` can route flat overrides.
 _STUDENT_FIELDS = {f.name for f in dataclasses.fields(StudentConfig)}

@@ -24,10 +24,13 @@ from mjxmeta.cli import FLAGS, build_parser, config_from_args, main
 from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset, to_dict
 
 # A tiny meta run: K=2, T=50, H=50, E=1 -> 2*50 + 50*3 = 250 env steps per
-# iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points.
+# iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points (500, 1000, 1500, 2000 env steps).
 TINY = ["train", "--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--hidden", "16,16",
         "--teacher-hidden", "16,16", "--batch-size", "32", "--buffer-size", "20000", "--rollout-steps", "50",
         "--return-horizon", "50", "--total-steps", "2000", "--log-every", "2", "--eval-envs", "2", "--no-progress"]
+# --eval-every 1000 evaluates at 1000 and 2000 env steps (iterations 4 and 8) only.
+EVAL_EVERY = ["--eval-every", "1000"]
+EVALUATED = (4, 8)
 STEPS_PER_ITERATION = 2 * 50 + 1 * 50 * 3
 ITERATIONS = 8
 ROW_KEYS = {"env_steps", "seed", "eval_return", "meta_reward", "teacher_log_std", "critic_loss", "actor_loss",
@@ -37,7 +40,7 @@ ROW_KEYS = {"env_steps", "seed", "eval_return", "meta_reward", "teacher_log_std"
 
 def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
     run_dir = tmp_path / "runs" / "tiny"  # parents do not exist yet
-    argv = TINY + ["--run-dir", str(run_dir)]
+    argv = TINY + EVAL_EVERY + ["--run-dir", str(run_dir)]
     assert main(argv) == 0
     out = capsys.readouterr().out
 
@@ -57,11 +60,15 @@ def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
     assert len(rows) == len(log_points) * config.seeds
     assert sorted((r["iteration"], r["seed"]) for r in rows) == [(i, s) for i in log_points for s in range(2)]
     for r in rows:
-        assert ROW_KEYS <= set(r), ROW_KEYS - set(r)
+        keys = ROW_KEYS if r["iteration"] in EVALUATED else ROW_KEYS - {"eval_return"}
+        assert keys <= set(r), keys - set(r)
         assert r["env_steps"] == r["iteration"] * STEPS_PER_ITERATION
-        for k in ROW_KEYS - {"seed", "env_steps"}:
+        for k in keys - {"seed", "env_steps"}:
             assert isinstance(r[k], float) and math.isfinite(r[k]), (k, r[k])
-        assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
+        if r["iteration"] in EVALUATED:
+            assert -1700.0 < r["eval_return"] <= 0.0  # pendulum: 200 steps of reward in [-16.3, 0]
+        else:
+            assert "eval_return" not in r  # no evaluation at this log point: no value at all, not a stale one
         # Meta-gradient diagnostics: a meta teacher moves; the path is at least the net shift.
         assert r["teacher_grad_norm"] > 0 and r["log_std_path"] > 0 and r["net_path"] >= r["net_shift"] > 0
         # float32: a path of ~1e-3 summed from differences of log sigma ~ -1.6 carries ~1e-7 rounding
@@ -127,6 +134,8 @@ BAD_INPUT = [
     (["--gamma", "1.0"], "'student.gamma'"),
     (["--log-every", "0"], "'log_every'"),
     (["--eval-envs", "0"], "'eval_envs'"),
+    (["--eval-every", "-1"], "'eval_every' = -1 is invalid: accepted an integer in [0, "),
+    (["--eval-every", "1e4"], "argument --eval-every: invalid int value"),
     (["--total-steps", "0"], "'total_steps'"),
     (["--baseline", "leave_one_out", "--candidates", "1"], "'teacher.baseline'"),
     # buffer smaller than one iteration's inserts (2*50 D0 + 2*50 D1 = 200)

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mjxmeta.config import (Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, from_dict, replace_field,
-                            to_dict, validate)
+from mjxmeta.config import (Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, evaluates_at,
+                            executed_iterations, from_dict, replace_field, to_dict, validate)
 
 SUBS = {"student": StudentConfig, "teacher": TeacherConfig, "meta": MetaConfig}
 
@@ -55,6 +55,7 @@ BAD = [
     ("seeds", 0), ("meta.candidates", 0), ("seeds", 5000), ("meta.candidates", -1),
     # negative sizes
     ("num_envs", -1), ("rollout_steps", -5), ("episode_length", -1), ("eval_envs", -2), ("reset_pool", -1),
+    ("eval_every", -1), ("eval_every", 2.5), ("eval_every", 2_000_000_001),
     ("student.batch_size", -64), ("student.buffer_size", -1), ("meta.return_envs", -1),
     ("meta.return_horizon", -200), ("meta.lookahead_updates", -1), ("student.updates_per_iteration", -1),
     ("student.hidden", (64, -1)), ("teacher.hidden", (-3,)), ("student.hidden", ()), ("total_steps", 0),
@@ -221,3 +222,32 @@ def test_validate_does_not_import_jax():
         "assert 'jax' not in sys.modules, 'jax imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_eval_schedule_evaluates_where_a_multiple_of_eval_every_is_passed_and_at_the_end():
+    """``evaluates_at``: log points every 2 iterations x 250 env steps = 500 steps; 4 log points per 2000 steps."""
+    base = Config(env="pendulum", rollout_steps=50, log_every=2, total_steps=3000,
+                  meta=MetaConfig(return_horizon=50))  # K=2: 2*50 + 50*3 = 250 env steps per iteration
+    assert base.steps_per_iteration == 250 and executed_iterations(base) == 12
+
+    def evaluated(**kw):
+        c = dataclasses.replace(base, **kw)
+        return [i for i in range(c.log_every, executed_iterations(c) + 1, c.log_every) if evaluates_at(c, i)]
+
+    assert evaluated(eval_every=0) == [12]                    # only the end
+    assert evaluated(eval_every=500) == [2, 4, 6, 8, 10, 12]  # every log point
+    assert evaluated(eval_every=1) == [2, 4, 6, 8, 10, 12]
+    assert evaluated(eval_every=1000) == [4, 8, 12]           # 1000, 2000, 3000 env steps
+    assert evaluated(eval_every=700) == [4, 6, 10, 12]        # passes 700 by 1000, 1400 by 1500, 2100 by 2500
+    assert evaluated(eval_every=2500) == [10, 12]
+    assert evaluated(eval_every=10**6) == [12]
+    # The budget rounds up to whole chunks: 2900 steps still runs 12 iterations, the last one evaluates.
+    assert evaluated(eval_every=0, total_steps=2900) == [12]
+
+
+def test_main_job_defaults_evaluate_ten_episodes_three_times():
+    """The README's main job: 7 chunks of 8000 env steps; evaluations at 24k, 40k and the end (56k)."""
+    c = Config()
+    assert c.eval_envs >= 10  # final returns are the mean of >= 10 episodes
+    points = range(c.log_every, executed_iterations(c) + 1, c.log_every)
+    assert [i * c.steps_per_iteration for i in points if evaluates_at(c, i)] == [24_000, 40_000, 56_000]

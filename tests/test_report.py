@@ -17,10 +17,12 @@ from mjxmeta.config import Config, MetaConfig, TeacherConfig, to_dict
 
 def write_run(path: Path, env: str = "pendulum", teacher: str = "gaussian", seeds: int = 4, points: int = 10,
               per_point: int = 1000, level: float = 0.0, noise: float = 10.0, rng_seed: int = 0,
-              seed: int = 0, candidates: int = 2, finals: list[float] | None = None) -> Path:
+              seed: int = 0, candidates: int = 2, finals: list[float] | None = None,
+              evaluated: set[int] | None = None) -> Path:
     """A run dir with config.json and metrics.jsonl: return = -1000 + (1000 + level)(1 - e^{-p/3}) + noise.
 
     ``finals`` (one per seed) overrides the eval return at the last log point.
+    ``evaluated``: the log points p (1..points) whose rows hold ``eval_return`` (default all).
     """
     path.mkdir(parents=True, exist_ok=True)
     config = Config(env=env, seeds=seeds, seed=seed, teacher=TeacherConfig(name=teacher),
@@ -38,6 +40,8 @@ def write_run(path: Path, env: str = "pendulum", teacher: str = "gaussian", seed
                            meta_reward=float(rng.normal(1.0 / p, 0.5)) if meta else 0.0, return_pi=ret,
                            teacher_log_std=math.log(0.2) - 0.05 * p if meta else math.log(0.2),
                            critic_loss=1.0, actor_loss=-1.0, q=0.0, d0_reward=-5.0)
+                if evaluated is not None and p not in evaluated:
+                    del row["eval_return"]
                 f.write(json.dumps(row) + "\n")
     return path
 
@@ -171,6 +175,32 @@ def test_final_scores_last_k(tmp_path):
     np.testing.assert_allclose(R.final_scores(g), [1.0, 2.0, 3.0])
     ev = g.curves["eval_return"]
     np.testing.assert_allclose(R.final_scores(g, last=2), ev[:, -2:].mean(axis=1))
+
+
+def test_sparse_evaluation_curves_use_only_evaluated_points(tmp_path, capsys):
+    """``eval_every``: rows without ``eval_return`` give the training metrics, never a return point."""
+    run = write_run(tmp_path / "a", teacher="meta", seeds=3, points=10, evaluated={3, 6, 9, 10})
+    r = R.load_run(run)
+    assert len(r.rows) == 30 and (r.malformed, r.nonfinite) == (0, 0)
+    g = R.group_runs([r])["pendulum"][0]
+    np.testing.assert_array_equal(g.steps, [3000, 6000, 9000, 10_000])
+    np.testing.assert_array_equal(g.metric_steps, np.arange(1, 11) * 1000)
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    want = np.array([[x["eval_return"] for x in rows if x["seed"] == s and "eval_return" in x] for s in range(3)])
+    np.testing.assert_array_equal(g.curves["eval_return"], want)  # no value made up between evaluations
+    assert g.curves["meta_reward"].shape == (3, 10) and np.all(np.isfinite(g.curves["meta_reward"]))
+    np.testing.assert_array_equal(g.wall, [5.0, 8.0, 11.0, 12.0])
+    np.testing.assert_allclose(R.final_scores(g, last=2), want[:, -2:].mean(axis=1))
+    out = tmp_path / "out"
+    assert main(["report", str(run), "--out", str(out), "--reps", "50"]) == 0
+    assert "skipped" not in capsys.readouterr().err
+    assert (out / "learning_curves_env_steps.png").stat().st_size > 0 and (out / "meta_teachers.png").exists()
+
+
+def test_a_run_that_never_evaluated_is_refused(tmp_path):
+    run = write_run(tmp_path / "a", seeds=2, points=3, evaluated=set())  # e.g. killed before its last log point
+    with pytest.raises(R.ReportError, match="no complete rows"):
+        R.load_run(run)
 
 
 # ------------------------------------------------------------------ tables

@@ -14,10 +14,12 @@ from mjxmeta.run import metric_rows
 from mjxmeta.visitation import load_visits
 
 
-def rows_at(iteration: int, seeds: int = 2, steps_per_iteration: int = 100) -> list[dict]:
-    return [{"env_steps": iteration * steps_per_iteration, "iteration": iteration, "seed": s,
+def rows_at(iteration: int, seeds: int = 2, steps_per_iteration: int = 100, evaluated: bool = True) -> list[dict]:
+    """One log point's rows; ``evaluated=False``: a log point without evaluation (no ``eval_return``)."""
+    rows = [{"env_steps": iteration * steps_per_iteration, "iteration": iteration, "seed": s,
              "eval_return": float(10 * iteration + s), "wall_s": 0.5 * iteration, "meta_reward": 0.25 * s - 0.1}
             for s in range(seeds)]
+    return rows if evaluated else [{k: v for k, v in r.items() if k != "eval_return"} for r in rows]
 
 
 # ---------------------------------------------------------------------- JSONL
@@ -63,6 +65,17 @@ def test_jsonl_resume_reports_missing_malformed_and_duplicate_rows(tmp_path, cap
     assert capsys.readouterr().err.splitlines() == [f"mjxmeta: warning: {p}" for p in problems]
 
 
+def test_jsonl_resume_keeps_log_points_without_evaluation(tmp_path, capsys):
+    """Rows without ``eval_return`` (``eval_every``) are complete rows: kept, counted, not reported."""
+    path = tmp_path / "metrics.jsonl"
+    written = rows_at(1, evaluated=False) + rows_at(2) + rows_at(3, evaluated=False)
+    path.write_text("".join(json.dumps(r) + "\n" for r in written))
+    kept, problems = sinks.read_rows(path, upto=2, seeds=2, log_every=1)
+    assert [json.loads(x) for x in kept] == written[:4] and problems == []
+    assert sinks.parse_row(json.dumps(rows_at(1, evaluated=False)[0]).encode()) is not None
+    assert sinks.parse_row(b'{"env_steps": 100, "iteration": 1, "eval_return": 1.0}') is None  # no seed
+
+
 # ---------------------------------------------------------------- TensorBoard
 def _scalars(logdir):
     """(tag, step, value) of every scalar in the TFRecord event files of ``logdir``."""
@@ -92,6 +105,16 @@ def test_tensorboard_logs_every_scalar_per_seed_against_env_steps(tmp_path):
     assert got == want  # env_steps, iteration and seed are coordinates, not scalars
 
 
+def test_tensorboard_writes_no_eval_return_where_none_was_evaluated(tmp_path):
+    sink = sinks.TensorBoardSink(tmp_path / "tb")
+    sink(1, rows_at(1, evaluated=False))
+    sink(2, rows_at(2))
+    sink.close()
+    got = _scalars(tmp_path / "tb")
+    assert sorted(step for tag, step, _ in got if tag == "seed_0/eval_return") == [200]
+    assert sorted(step for tag, step, _ in got if tag == "seed_0/meta_reward") == [100, 200]
+
+
 # --------------------------------------------------------------- progress bar
 def test_progress_bar_advances_by_env_steps_and_shows_return_and_meta_reward():
     out = io.StringIO()
@@ -102,7 +125,13 @@ def test_progress_bar_advances_by_env_steps_and_shows_return_and_meta_reward():
     assert bar.bar.n == 500
     text = str(bar.bar)
     assert "ret=50.5" in text and "meta_r=0.02" in text and "500/1000" in text
+    bar(6, rows_at(6, evaluated=False))  # no evaluation here: the latest return stays shown
+    assert bar.bar.n == 600 and "ret=50.5" in str(bar.bar)
     bar.close()
+    fresh = sinks.ProgressBar(total=1000, file=io.StringIO())
+    fresh(1, rows_at(1, evaluated=False))
+    assert "ret=-" in str(fresh.bar)
+    fresh.close()
     silent = io.StringIO()
     off = sinks.ProgressBar(total=10, enabled=False, file=silent)
     off(1, rows_at(1))
@@ -152,3 +181,8 @@ def test_metric_rows_average_a_chunk_and_keep_the_last_teacher_log_std():
         {"env_steps": 500, "iteration": 2, "seed": 1, "eval_return": 5.0, "wall_s": 1.235, "critic_loss": 6.0,
          "teacher_log_std": -4.0},
     ]
+
+
+def test_metric_rows_without_evaluation_have_no_eval_return():
+    rows = metric_rows(4, {"critic_loss": np.array([[1.0, 3.0]])}, None, np.array([1000]), 2.0)
+    assert rows == [{"env_steps": 1000, "iteration": 4, "seed": 0, "wall_s": 2.0, "critic_loss": 2.0}]

@@ -1,0 +1,106 @@
+"""JAX's persistent compilation cache (:mod:`mjxmeta.compile_cache`): where it goes, and that a second
+``mjxmeta train`` process of the same config loads its programs from it instead of compiling.
+
+The hit test counts JAX's own monitoring events and logged module names (``_compile_cache_probe.py``), not
+wall-clock time, so it holds on a loaded machine. Its cache lives under a temporary ``XDG_CACHE_HOME``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import jax
+import pytest
+
+from mjxmeta import compile_cache
+
+PROBE = Path(__file__).with_name("_compile_cache_probe.py")
+ROOT = Path(__file__).resolve().parents[1]
+# 2 chunks of 2 iterations of 50 env steps (gaussian teacher: no meta compile); a few seconds of compile.
+TINY = ["train", "--env", "pendulum", "--teacher", "gaussian", "--seeds", "1", "--hidden", "16,16",
+        "--batch-size", "32", "--buffer-size", "2000", "--rollout-steps", "50", "--log-every", "2",
+        "--total-steps", "200", "--eval-envs", "2", "--no-progress"]
+
+
+def test_cache_dir_precedence():
+    d = compile_cache.cache_dir
+    assert d({"HOME": "/h"}) == Path("/h/.cache/mjxmeta/jax")
+    assert d({"HOME": "/h", "XDG_CACHE_HOME": "/x"}) == Path("/x/mjxmeta/jax")
+    assert d({"HOME": "/h", "XDG_CACHE_HOME": ""}) == Path("/h/.cache/mjxmeta/jax")  # empty = unset (XDG spec)
+    assert d({"HOME": "/h", "XDG_CACHE_HOME": "/x", "JAX_COMPILATION_CACHE_DIR": "/j"}) == Path("/j")
+    assert d({"HOME": "/h", "JAX_COMPILATION_CACHE_DIR": ""}) is None  # set but empty: off
+    for off in ("0", "false", "OFF", " no "):
+        assert d({"HOME": "/h", "MJXMETA_COMPILATION_CACHE": off, "JAX_COMPILATION_CACHE_DIR": "/j"}) is None
+    assert d({"HOME": "/h", "MJXMETA_COMPILATION_CACHE": "1"}) == Path("/h/.cache/mjxmeta/jax")
+
+
+def test_this_test_session_never_writes_the_users_cache():
+    """conftest points every test (and its subprocesses) at a temporary directory."""
+    here = compile_cache.cache_dir()
+    assert here is not None and here == Path(jax.config.jax_compilation_cache_dir)
+    assert here.is_relative_to(tempfile.gettempdir())
+    assert not here.is_relative_to(Path.home() / ".cache")
+
+
+@pytest.fixture
+def restore_jax_cache_options():
+    names = ("jax_enable_compilation_cache", "jax_compilation_cache_dir",
+             "jax_persistent_cache_min_compile_time_secs", "jax_persistent_cache_min_entry_size_bytes")
+    before = {n: getattr(jax.config, n) for n in names}
+    yield
+    for n, v in before.items():
+        jax.config.update(n, v)
+
+
+def test_enable_sets_the_options_and_respects_the_users(tmp_path, restore_jax_cache_options):
+    got = compile_cache.enable({"HOME": str(tmp_path)})
+    assert got == tmp_path / ".cache" / "mjxmeta" / "jax" and got.is_dir()
+    assert jax.config.jax_compilation_cache_dir == str(got) and jax.config.jax_enable_compilation_cache
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == compile_cache.MIN_COMPILE_TIME_SECS
+    assert jax.config.jax_persistent_cache_min_entry_size_bytes == -1
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 7.0)
+    compile_cache.enable({"HOME": str(tmp_path), "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "7"})
+    assert jax.config.jax_persistent_cache_min_compile_time_secs == 7.0  # the user's value is kept
+    assert compile_cache.enable({"HOME": str(tmp_path), "MJXMETA_COMPILATION_CACHE": "0"}) is None
+    assert not jax.config.jax_enable_compilation_cache
+
+
+def test_an_uncreatable_cache_dir_turns_the_cache_off_with_a_warning(tmp_path, capsys, restore_jax_cache_options):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert compile_cache.enable({"JAX_COMPILATION_CACHE_DIR": str(blocker / "jax")}) is None
+    assert not jax.config.jax_enable_compilation_cache
+    assert f"compilation cache off: cannot create {blocker / 'jax'}" in capsys.readouterr().err
+
+
+def _probe(run_dir: Path, xdg: Path) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_COMPILATION_CACHE_DIR", "MJXMETA_COMPILATION_CACHE", "XLA_FLAGS")}
+    env.update(XDG_CACHE_HOME=str(xdg), JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(PROBE), *TINY, "--run-dir", str(run_dir)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_second_process_of_the_same_config_loads_its_programs_from_the_default_cache(tmp_path):
+    xdg = tmp_path / "xdg"
+    cache = xdg / "mjxmeta" / "jax"
+    first = _probe(tmp_path / "run1", xdg)
+    assert first["rc"] == 0 and first["hits"] == 0 and first["misses"] > 0
+    written = {p.name.rsplit("-", 2)[0] for p in cache.glob("*-cache")}
+    assert {"jit_run_chunk", "jit_evaluate", "jit_init"} <= written, written  # the fused chunk is cached
+
+    second = _probe(tmp_path / "run2", xdg)
+    assert second["rc"] == 0
+    assert written <= set(second["hit_modules"]), written - set(second["hit_modules"])
+    assert second["hits"] >= len(written) and second["saved_s"] > 0
+    rows = [json.loads(x) for x in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
+    first_rows = [json.loads(x) for x in (tmp_path / "run1" / "metrics.jsonl").read_text().splitlines()]
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
+    assert strip(rows) == strip(first_rows)  # the loaded programs compute exactly what the compiled ones did
