@@ -290,7 +290,7 @@ class Config:
     reset_pool: int = 0
     total_steps: int = 50_000
     log_every: int = 10
-    eval_envs: int = 5
+    eval_envs: int = 10
     checkpoint_every: int = 0
     keep: int = 3
     visit_samples: int = 200
