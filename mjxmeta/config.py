@@ -33,6 +33,7 @@ ENV_NAMES = (
 )
 TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
 META_TEACHERS = ("meta_variance", "meta", "meta_state")
+NET_TEACHERS = ("meta", "meta_state")  # teachers whose mean is a network f (``teacher.residual`` applies)
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
 STUDENT_NAMES = ("ddpg",)
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
@@ -158,6 +159,11 @@ class TeacherConfig:
         the normalized action space [-1, 1].
       lr: Adam learning rate of the meta-policy gradient step (eta in eq. 2).
       hidden: hidden widths of the teacher network f (``meta``, ``meta_state``).
+      residual: the teacher's mean is a residual on the student's actor,
+        f(s) = mu(s) + g(s) with mu held fixed (stop-gradient) and g's output
+        layer initialised to 0, so D0 starts as the student's behaviour plus
+        noise; off: f is the paper's independent network (``meta``,
+        ``meta_state`` only; ``meta_state``'s g reads x(s) as f does).
       ou_theta: Ornstein-Uhlenbeck mean reversion theta (``ou``; Baselines 0.15).
       ou_sigma: Ornstein-Uhlenbeck scale sigma (``ou``; Baselines 0.2).
       ou_dt: Ornstein-Uhlenbeck time step dt (``ou``; Baselines 1e-2).
@@ -184,6 +190,7 @@ class TeacherConfig:
     init_std: float = field(default=0.2, metadata={"flag": "teacher-std"})
     lr: float = 1e-3
     hidden: tuple[int, ...] = (64, 64)
+    residual: bool = False
     ou_theta: float = 0.15
     ou_sigma: float = 0.2
     ou_dt: float = 1e-2
@@ -481,6 +488,7 @@ def validate(config: Config) -> Config:
     _float("teacher.init_std", t.init_std, 0.0, 10.0, lo_open=True)
     _float("teacher.lr", t.lr, 0.0, 1e3)
     _widths("teacher.hidden", t.hidden)
+    _bool("teacher.residual", t.residual)
     _float("teacher.ou_theta", t.ou_theta, 0.0, 1e3)
     _float("teacher.ou_sigma", t.ou_sigma, 0.0, 10.0, lo_open=True)
     _float("teacher.ou_dt", t.ou_dt, 0.0, 10.0, lo_open=True)
@@ -551,8 +559,13 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
       explicit: dotted names of the fields the user gave, e.g. ``{"meta.candidates"}``.
 
     Raises:
-      ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher.
+      ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher,
+        or ``teacher.residual`` given for a teacher without a network f.
     """
+    if "teacher.residual" in explicit and config.teacher.name not in NET_TEACHERS:
+        raise ConfigError("teacher.residual", config.teacher.residual,
+                          f"no value for the teacher {config.teacher.name!r} (only {NET_TEACHERS} have a "
+                          "network f to make residual)")
     if config.is_meta:
         return
     given = [name for name in META_ONLY_FIELDS if name in explicit]

@@ -76,17 +76,23 @@ class Critic(nn.Module):
 
 
 class GaussianMean(nn.Module):
-    """Mean f(x) of a Gaussian teacher: (..., in_size) -> (..., action_size) in [-1, 1]."""
+    """Mean f(x) of a Gaussian teacher: (..., in_size) -> (..., action_size) in [-1, 1].
+
+    ``final_scale``: the output layer is initialised from U(-final_scale,
+    final_scale); 0 gives an output of exactly 0 at init (the residual
+    teacher's g(s), whose output kernel still gets a nonzero gradient).
+    """
 
     action_size: int
     hidden: Sequence[int] = (64, 64)
+    final_scale: float = FINAL_INIT_SCALE
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, w in enumerate(self.hidden):
             x = _Hidden(w, False, name=f"hidden_{i}")(x)
-        x = nn.Dense(self.action_size, kernel_init=_uniform_init(FINAL_INIT_SCALE),
-                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
+        init = _uniform_init(self.final_scale) if self.final_scale else nn.initializers.zeros
+        x = nn.Dense(self.action_size, kernel_init=init, bias_init=init, name="output")(x)
         return jnp.tanh(x)
 
 

@@ -15,6 +15,12 @@ name               pi_e(a | s)                           learned by the meta-gra
 ``meta_state``     N(f(s, x(s)), diag sigma^2)            f and log sigma
 =================  ====================================  ============================
 
+With ``residual`` (``meta``, ``meta_state``) the mean is f = mu(s) + g(.), mu
+held fixed and g's output layer initialised to 0, so at init pi_e =
+N(mu(s), sigma^2) exactly, as ``meta_variance``; g is what the meta-gradient
+learns. Without it f is the paper's independent network, whose mean starts
+near 0 whatever the student does.
+
 mu is the student's actor (held fixed: stop-gradient). For ``meta_state`` the
 extra features are x(s) = [mu(s), symlog Q(s, mu(s)), symlog delta_{t-1}],
 where delta_{t-1} is the student's Bellman residual on the env's previous
@@ -40,8 +46,8 @@ import numpy as np
 import optax
 from flax import struct
 
-from mjxmeta.config import META_TEACHERS, TeacherConfig
-from mjxmeta.networks import GaussianMean
+from mjxmeta.config import META_TEACHERS, NET_TEACHERS, TeacherConfig
+from mjxmeta.networks import FINAL_INIT_SCALE, GaussianMean
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -94,9 +100,13 @@ class Teacher:
         self.obs_size = obs_size
         self.action_size = action_size
         self.is_meta = config.name in META_TEACHERS
-        self.has_net = config.name in ("meta", "meta_state")
-        self.input_size = {"meta_state": obs_size + action_size + 2}.get(config.name, obs_size)
-        self.net = GaussianMean(action_size, tuple(config.hidden)) if self.has_net else None
+        self.has_net = config.name in NET_TEACHERS
+        self.residual = self.has_net and config.residual
+        # meta: s (and mu(s) after it when residual); meta_state: [s, mu(s), symlog Q, symlog delta]
+        self.input_size = {"meta_state": obs_size + action_size + 2,
+                           "meta": obs_size + action_size * self.residual}.get(config.name, obs_size)
+        final_scale = 0.0 if self.residual else FINAL_INIT_SCALE  # residual: g = 0 at init
+        self.net = GaussianMean(action_size, tuple(config.hidden), final_scale) if self.has_net else None
         self.memory_size = action_size if config.name == "ou" else 1
         self.needs_td = config.name == "meta_state"
         self.optim = optax.adam(config.lr) if self.is_meta else optax.set_to_zero()
@@ -108,7 +118,8 @@ class Teacher:
         raw = math.log(std) if self.name == "ou" else self.log_std_param(math.log(std))
         params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), raw, jnp.float32)}
         if self.has_net:
-            params["net"] = self.net.init(key, jnp.zeros((1, self.input_size), jnp.float32))
+            g_in = self.obs_size if self.residual and self.name == "meta" else self.input_size
+            params["net"] = self.net.init(key, jnp.zeros((1, g_in), jnp.float32))
         return TeacherState(params, self.optim.init(params),
                             jnp.zeros((num_envs, self.memory_size), jnp.float32), jnp.zeros((), jnp.float32))
 
@@ -155,19 +166,30 @@ class Teacher:
 
         Returns:
           (B, input_size): mu(s) for the noise teachers and ``meta_variance``;
-          s for ``meta``; [s, mu(s), symlog Q, symlog delta] for ``meta_state``.
+          s for ``meta`` ([s, mu(s)] when residual); [s, mu(s), symlog Q,
+          symlog delta] for ``meta_state``.
         """
         if self.name == "meta":
-            return obs_n
+            return jnp.concatenate([obs_n, mu], axis=-1) if self.residual else obs_n
         if self.name == "meta_state":
             return jnp.concatenate([obs_n, mu, symlog(q_fn())[..., None], symlog(memory)], axis=-1)
         return mu
 
     def mean(self, params, inputs: jax.Array) -> jax.Array:
-        """Mean of pi_e given teacher inputs (…, input_size) -> (…, A)."""
-        if self.has_net:
+        """Mean of pi_e given teacher inputs (…, input_size) -> (…, A).
+
+        f(u) for ``meta``/``meta_state``; mu(s) + g(.) when residual (g reads
+        s for ``meta``, all of u for ``meta_state``); mu(s) otherwise. mu(s)
+        is read from u (``inputs[..., obs_size:obs_size + A]``, or all of u)
+        and held fixed (stop-gradient).
+        """
+        if not self.has_net:
+            return jax.lax.stop_gradient(inputs)  # mu(s), held fixed
+        if not self.residual:
             return self.net.apply(params["net"], inputs)
-        return jax.lax.stop_gradient(inputs)  # mu(s), held fixed
+        mu = jax.lax.stop_gradient(inputs[..., self.obs_size:self.obs_size + self.action_size])
+        g_in = inputs[..., :self.obs_size] if self.name == "meta" else inputs
+        return mu + self.net.apply(params["net"], g_in)
 
     def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array, eps: jax.Array | None = None):
         """Draws the unclipped action.

@@ -150,6 +150,9 @@ BAD_INPUT = [
     (["--teacher", "gaussian", "--candidates", "3"], "'meta.candidates' = 3 is invalid: accepted no value for the noise"),
     (["--teacher", "ou", "--baseline", "auto"], "drop meta.return_horizon, teacher.baseline or pick"),
     (["--teacher", "gaussian", "--return-horizon", "50"], "'meta.return_horizon'"),
+    # a residual mean needs a teacher network f
+    (["--teacher", "meta_variance", "--teacher-residual"], "'teacher.residual' = True is invalid: accepted no value"),
+    (["--teacher", "gaussian", "--no-teacher-residual"], "'teacher.residual' = False is invalid"),
 ]
 
 

@@ -69,7 +69,7 @@ BAD = [
     ("student.batch_size", "64"), ("seeds", True), ("num_envs", 1.0), ("student.actor_lr", "1e-4"),
     ("student.layer_norm", 1), ("student.normalize_observations", "yes"), ("student.hidden", [64, 64]),
     ("teacher.hidden", (8.0,)), ("teacher.hidden", (True,)), ("meta.candidates", 2.0), ("teacher.lr", None),
-    ("student.gamma", True), ("seed", -1),
+    ("student.gamma", True), ("seed", -1), ("teacher.residual", 1),
     # whole sub-configs of the wrong type
     ("student", None), ("teacher", {"name": "meta"}), ("meta", StudentConfig()),
 ]

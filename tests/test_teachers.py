@@ -288,3 +288,68 @@ def test_observe_resets_memory_where_done(name):
     want = (np.asarray(td)[:, None] if name == "meta_state" else np.asarray(memory)).copy()
     want[[0, 2]] = 0.0
     np.testing.assert_array_equal(got, want)
+
+
+# --------------------------------------------------------------------------- (c) residual teacher
+def np_residual_logp(net_params, log_std, u, raw, teacher):
+    """float64 NumPy log pi_e of the residual teacher: N(mu(s) + g(.), sigma^2), summed over rows."""
+    mu = np.asarray(u, np.float64)[:, OBS:OBS + A]
+    g_in = np.asarray(u)[:, :OBS] if teacher.name == "meta" else u
+    mean = mu + np_mean_net(net_params, g_in)
+    return stats.norm.logpdf(np.asarray(raw, np.float64), mean, np.exp(log_std)).sum()
+
+
+@pytest.mark.parametrize("name", ["meta", "meta_state"])
+def test_residual_teacher_starts_at_students_mean_and_its_gradient_matches_hand_and_fd(name):
+    teacher = make_teacher(name, residual=True)
+    plain = make_teacher(name)
+    u, mu = make_inputs(teacher, 6)
+    assert u.shape == (6, teacher.input_size)
+    np.testing.assert_array_equal(np.asarray(u[:, OBS:OBS + A]), np.asarray(mu))
+    raw = jnp.asarray(np.random.default_rng(5).normal(scale=1.5, size=(6, A)), jnp.float32)
+    params0 = teacher.init(jax.random.PRNGKey(0), 1).params  # the real init: g's output layer is 0
+    log_std0 = np.asarray(teacher.log_std(params0), np.float64)
+
+    @jax.jit
+    def run(params, params_plain, u, raw):
+        logp = lambda p: jnp.sum(teacher.log_prob(p, u, raw))  # noqa: E731
+        d_mu = jax.grad(lambda uu: jnp.sum(teacher.mean(params, uu)))(u)  # through the inputs
+        return teacher.mean(params, u), plain.mean(params_plain, make_inputs(plain, 6)[0]), jax.grad(logp)(params), d_mu
+
+    mean0, plain_mean0, grad0, d_mu = run(params0, plain.init(jax.random.PRNGKey(0), 1).params, u, raw)
+    # (1) at init the residual teacher's mean is mu(s) exactly; the paper's f starts near 0 instead
+    np.testing.assert_allclose(np.asarray(mean0), np.asarray(mu), rtol=0, atol=1e-7)
+    assert np.max(np.abs(np.asarray(plain_mean0))) < 0.05 < np.max(np.abs(np.asarray(mu)))
+    # (2) hand value at init: tanh'(0) = 1, so d logp / d b_out = sum_rows (a - mu) / sigma^2,
+    #     d logp / d W_out = h^T (a - mu) / sigma^2 with h the last hidden activation
+    resid = (np.asarray(raw, np.float64) - np.asarray(mu, np.float64)) / np.exp(2 * log_std0)
+    p = params0["net"]["params"]
+    h = np.asarray(u, np.float64)[:, :OBS] if name == "meta" else np.asarray(u, np.float64)
+    for i in range(len(HIDDEN)):
+        d = p[f"hidden_{i}"]["Dense_0"]
+        h = np.maximum(h @ np.asarray(d["kernel"], np.float64) + np.asarray(d["bias"], np.float64), 0.0)
+    g_out = grad0["net"]["params"]["output"]
+    np.testing.assert_allclose(np.asarray(g_out["bias"]), resid.sum(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(g_out["kernel"]), h.T @ resid, rtol=1e-4, atol=1e-4)
+    assert np.abs(resid.sum(0)).min() > 0.1  # the hand value is not trivially 0
+    # mu is held fixed: no gradient flows into the student's action through the teacher's mean
+    np.testing.assert_array_equal(np.asarray(d_mu)[:, OBS:OBS + A], 0.0)
+    # (3) away from init (O(1) weights): the gradient along a random direction equals a float64
+    #     central finite difference of the NumPy density
+    params = make_params(teacher)
+    _, _, grad, _ = run(params, plain.init(jax.random.PRNGKey(0), 1).params, u, raw)
+    rng = np.random.default_rng(7)
+    direction = jax.tree.map(lambda x: rng.normal(size=x.shape), params["net"])
+    net64 = jax.tree.map(lambda x: np.asarray(x, np.float64), params["net"])
+    log_std = np.asarray(teacher.log_std(params), np.float64)
+    eps = 1e-5
+    f = lambda s: np_residual_logp(jax.tree.map(lambda x, d: x + s * d, net64, direction),  # noqa: E731
+                                   log_std, u, raw, teacher)
+    fd = (f(eps) - f(-eps)) / (2 * eps)
+    got = sum(float(np.sum(np.asarray(g, np.float64) * d)) for g, d in
+              zip(jax.tree.leaves(grad["net"]), jax.tree.leaves(direction)))
+    assert abs(fd) > 1.0
+    np.testing.assert_allclose(got, fd, rtol=1e-3)
+    # and log_prob itself is that density
+    np.testing.assert_allclose(float(jnp.sum(teacher.log_prob(params, u, raw))),
+                               np_residual_logp(net64, log_std, u, raw, teacher), rtol=1e-5)
