@@ -44,7 +44,8 @@ LAUNCH = [sys.executable, str(HERE / "_launch_local.py"), "2"]
 CLI = [sys.executable, "-m", "mjxmeta.cli"]
 FLAGS = ["--env", "pendulum", "--teacher", "gaussian", "--seeds", "4", "--hidden", "16,16", "--batch-size", "32",
          "--buffer-size", "2000", "--rollout-steps", "50", "--log-every", "2", "--eval-envs", "2", "--no-progress",
-         "--checkpoint-every", "2", "--keep", "10"]
+         "--checkpoint-every", "2", "--keep", "10",
+         "--eval-every", "100"]  # every log point evaluates, as in the straight reference run
 STEPS = 50                # env steps per iteration (N*T)
 X, HALF = 8 * STEPS, 4 * STEPS   # 4 chunks; the end of chunk 2
 TIMEOUT = 600
