@@ -445,7 +445,13 @@ class Trainer:
         return jax.tree.map(lambda x: global_array(x, sharding), tree)
 
     def abstract_state(self) -> TrainState:
-        """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile)."""
+        """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile).
+
+        ``hyper`` is concrete (:meth:`run_hypers`, placed with that sharding):
+        its values follow from the config, so a checkpoint written before the
+        state carried them restores with them (:meth:`mjxmeta.checkpoint.Checkpointer.restore`).
+        """
         shapes = jax.eval_shape(self.init_seeds, self.seed_keys())
         sharding = self.seed_sharding()
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+        return abstract.replace(hyper=self.shard(self.run_hypers()))
