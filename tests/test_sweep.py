@@ -30,9 +30,11 @@ TINY = ["train", "--env", "pendulum", "--rollout-steps", "50", "--return-horizon
         "--teacher-hidden", "16,16", "--batch-size", "32", "--buffer-size", "20000", "--log-every", "2",
         "--total-steps", "1000", "--eval-envs", "2", "--seeds", "2"]
 
-# Float leaves of a swept run vs the separate run after 4 iterations: |a - b| <= ATOL + RTOL |b|. Measured
-# worst case on pendulum (4 iterations): ~1e-4 relative in Adam's second moments, far below any real change.
-RTOL, ATOL = 1e-3, 1e-5
+# Float leaves of a swept run vs the separate run after 4 iterations: max |a - b| <= TOL max |b| per leaf.
+# Measured on these configs: <= 1e-5 for ou; for meta <= 3e-3 in the networks and Adam states and 1.2e-2 in the
+# REINFORCE gradient (a difference of two near-equal returns, so last-bit differences grow there). Pairing a
+# run with another combination's separate run gives 0.6-1.0 (checked below: the comparison can fail).
+TOL = 2e-2
 
 
 def _parse(*argv: str):
@@ -114,7 +116,8 @@ def _assert_run_equals(swept, r: int, separate, s: int, what: str):
         a, b = np.asarray(a)[r], np.asarray(b)[s]
         name = f"{what}{jax.tree_util.keystr(path)}"
         if np.issubdtype(a.dtype, np.floating):
-            np.testing.assert_allclose(a, b, rtol=RTOL, atol=ATOL, err_msg=name)
+            err, scale = (float(np.max(np.abs(x), initial=0.0)) for x in (a - b, b))
+            assert err <= TOL * max(scale, 1e-6), f"{name}: max |a - b| = {err:.3g}, max |b| = {scale:.3g}"
         else:
             np.testing.assert_array_equal(a, b, err_msg=name)
 
@@ -147,9 +150,9 @@ def test_swept_run_equals_separate_runs_and_compiles_once(teacher, sweep, seeds,
             _assert_run_equals(_without_hyper(swept), r, _without_hyper(separate), s, f"{points[v]} seed {s}: ")
             hyper = jax.tree.map(lambda x: x[r], swept[0].hyper)  # the state carries the run's values exactly
             assert jax.tree.all(jax.tree.map(np.array_equal, hyper, Trainer(single).hyper()))
-    # the swept values really differ between runs: e.g. the teacher's sigma of the first and last combination
-    log_std = np.asarray(swept[0].teacher.params["log_std"])
-    assert not np.array_equal(log_std[0], log_std[-1])
+    # negative control: run 0 (the first combination) is not the separate run of the last one
+    with pytest.raises(AssertionError):
+        _assert_run_equals(_without_hyper(swept), 0, _without_hyper(separate), 0, "wrong pairing: ")
 
 
 # ------------------------------------------------------------------ rows and report
@@ -221,3 +224,20 @@ def test_checkpoint_restores_the_swept_values_and_fills_them_into_older_checkpoi
     ckpt.close()
     with pytest.raises(CheckpointCorrupt):
         Checkpointer(tmp_path / "broken", read_only=True).restore(trainer.abstract_state(), 2)
+
+
+def test_train_writes_swept_rows_and_resumes_them(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    argv = ["train", "--env", "pendulum", "--teacher", "gaussian", "--rollout-steps", "50", "--hidden", "16,16",
+            "--batch-size", "32", "--buffer-size", "20000", "--log-every", "2", "--eval-envs", "2", "--seeds", "2",
+            "--total-steps", "200", "--run-dir", str(run_dir), "--no-progress"]
+    assert main(argv + ["--sweep", "student.tau=0.01,0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "student.tau=0.02\n| seed | eval_return |" in out
+    assert main(["train", "--resume", str(run_dir), "--total-steps", "400", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["iteration"], r["run"], r["seed"], r["hparams"]["student.tau"]) for r in rows] == [
+        (it, v * 2 + s, s, tau) for it in (2, 4, 6, 8) for v, tau in enumerate((0.01, 0.02)) for s in range(2)]
+    groups = R.group_runs(R.load_runs([run_dir]))["pendulum"]
+    assert [(g.label, g.num_seeds, int(g.steps[-1])) for g in groups] == [
+        ("gaussian (student.tau=0.01)", 2, 400), ("gaussian (student.tau=0.02)", 2, 400)]
