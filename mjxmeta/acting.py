@@ -22,8 +22,8 @@ from mjxmeta.teachers import Teacher
 
 
 def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
-                 env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None
-                 ) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
+                 env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None,
+                 teacher_hyper: Any = None) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
     """Acts with pi_e in a batch of B envs for one step.
 
     Args:
@@ -36,6 +36,8 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
       key: raw key (2,) for the teacher's noise.
       eps: optional standard-normal noise (B, A) used instead of drawing it
         from ``key`` (antithetic or common noise across candidates).
+      teacher_hyper: the teacher's :class:`~mjxmeta.teachers.TeacherHyper`
+        (its OU scale); None = the teacher config's.
 
     Returns:
       (env_state, memory, transition (B, ...), done (B,) episode ended
@@ -46,7 +48,7 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
     u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory)
-    raw, memory = teacher.sample(teacher_params, memory, key, u, eps)
+    raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
     env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
     memory = teacher.observe(memory, done, lambda: student.td_error(student_state, norm, tr))
     return env_state, memory, tr, done, u, raw

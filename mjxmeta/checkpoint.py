@@ -302,7 +302,10 @@ class Checkpointer:
         Args:
           abstract_state: a pytree of ``jax.ShapeDtypeStruct`` (with shardings
             for the current devices) of the same structure as the saved state,
-            e.g. ``jax.eval_shape`` of the trainer's init.
+            e.g. ``jax.eval_shape`` of the trainer's init. A leaf given as a
+            concrete ``jax.Array`` is restored from the checkpoint if it holds
+            it, else taken as is (a field added after the checkpoint was
+            written, whose value the config determines).
 
         Returns:
           (state, record).
@@ -319,11 +322,16 @@ class Checkpointer:
                                     f"{self.directory}; available steps: {self.all_steps()}")
         record = self.read_record(step)
         flat, names, treedef = _flat(abstract_state)
+        target = {n: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None))
+                  for n, x in _saved_part(flat).items()}
         _quiet_late_read_callbacks()
         failure = None
         try:
+            if any(isinstance(flat[n], jax.Array) for n in target):  # defaults for leaves an older version lacked
+                on_disk = self._saved_names(step)
+                target = {n: x for n, x in target.items() if n in on_disk or not isinstance(flat[n], jax.Array)}
             values = self.manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(_saved_part(flat))))["state"]
+                state=ocp.args.StandardRestore(target)))["state"]
         except Exception as e:
             failure = e
         # Every process takes the same branch (the digests below are collectives).
@@ -346,12 +354,24 @@ class Checkpointer:
             if name in values:
                 return values[name]
             a = flat[name]
+            if isinstance(a, jax.Array):  # a leaf the checkpoint lacks, given by the caller (already placed)
+                return a
             sharding = getattr(a, "sharding", None)
             zeros = np.zeros(a.shape, a.dtype)
             return jnp.asarray(zeros) if sharding is None else distributed.global_array(zeros, sharding)
 
         state = jax.tree_util.tree_unflatten(treedef, [leaf(n) for n in names])
         return state, record
+
+    def _saved_names(self, step: int) -> set[str]:
+        """Names of the arrays saved at ``step``, from its metadata (no array is read)."""
+        absl = logging.getLogger("absl")
+        level = absl.level
+        absl.setLevel(logging.ERROR)  # "Metadata file does not exist" for the item: expected, not news
+        try:
+            return set(ocp.StandardCheckpointer().metadata(self.directory / str(step) / "state").item_metadata.tree)
+        finally:
+            absl.setLevel(level)
 
     def restore_verified(self, abstract_state, step: int | None = None, say: Callable[[str], None] | None = None,
                          set_aside: bool = False):

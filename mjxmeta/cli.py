@@ -67,12 +67,24 @@ def _widths(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers like 64,64, got {text!r}") from e
 
 
+def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
+    """``teacher.lr=1e-4,1e-3`` -> ("teacher.lr", (1e-4, 1e-3)); :func:`mjxmeta.config.validate` checks the rest."""
+    name, sep, values = text.partition("=")
+    try:
+        if not sep or not name.strip():
+            raise ValueError
+        return name.strip(), tuple(float(v) for v in values.split(","))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected FIELD=V1,V2,... like teacher.lr=1e-4,1e-3, got {text!r}") from e
+
+
 # ------------------------------------------------------ flags from the config
 # Sub-config field -> flag: student and meta fields keep their names (--hidden,
 # --candidates), teacher fields are prefixed (--teacher-hidden); a field's
 # metadata["flag"] overrides the generated name.
 _SUBCONFIGS = {"student": (StudentConfig, ""), "teacher": (TeacherConfig, "teacher-"), "meta": (MetaConfig, "")}
 _PARSERS = {int: int, float: float, str: str, tuple[int, ...]: _widths}
+_REPEATED = {tuple[tuple[str, tuple[float, ...]], ...]: _sweep_item}  # one item per use of the flag
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,11 +135,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     for flag in FLAGS.values():
         group = groups[flag.field.split(".")[0] if "." in flag.field else ""]
         preset = flag.field.startswith("student.") and flag.field.split(".")[1] in PRESETS["baselines2017"]
-        shown = ",".join(map(str, flag.default)) if isinstance(flag.default, tuple) else flag.default
+        shown = (",".join(map(str, flag.default)) or "none") if isinstance(flag.default, tuple) else flag.default
         text = f"{_plain(flag.help)} (default: {shown}{', or the --preset' if preset else ''})".replace("%", "%%")
         kw: dict[str, Any] = dict(dest=flag.field, default=argparse.SUPPRESS, help=text)
         if flag.type is bool:
             kw["action"] = argparse.BooleanOptionalAction
+        elif flag.type in _REPEATED:
+            kw.update(action="append", type=_REPEATED[flag.type], metavar="FIELD=V1,V2,...")
         else:
             kw["type"] = _PARSERS[flag.type]
             kw["metavar"] = "{" + ",".join(flag.choices) + "}" if flag.choices else flag.field.split(".")[-1].upper()
@@ -189,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--out", required=True,
                    help="output stem: writes OUT.mp4 or OUT.gif (and OUT.html); a .mp4/.gif/.html suffix is stripped")
     v.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
-    v.add_argument("--seed", type=int, default=0, help="index of the training seed to render")
+    v.add_argument("--seed", type=int, default=0,
+                   help="index of the training seed to render (in a sweep: of the run, v * seeds + s)")
     v.add_argument("--steps", type=int, default=200, help="env steps to roll out (auto-resets continue)")
     v.add_argument("--teacher", action="store_true", help="act with the teacher pi_e instead of the student mu")
     v.add_argument("--format", choices=("mp4", "gif"), default=None, help="video format; default OUT's suffix, else mp4")
@@ -218,7 +233,8 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
         config = dataclasses.replace(config, student=student_preset(preset, name=config.student.name))
     given = [dest for dest in vars(a) if dest in FLAGS]
     for dest in given:
-        config = replace_field(config, dest, getattr(a, dest))
+        value = getattr(a, dest)
+        config = replace_field(config, dest, tuple(value) if isinstance(value, list) else value)
     config = validate(config)
     check_explicit_fields(config, set(given))
     return config
@@ -291,7 +307,8 @@ def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> i
     if main:
         print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
               f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
-              f"{config.seeds} seeds{distributed.describe()})", file=sys.stderr)
+              f"{config.seeds} seeds" + (f" x {config.num_points} sweep combinations" if config.sweep else "")
+              + f"{distributed.describe()})", file=sys.stderr)
     try:
         final = train(config, run_dir, resume=resume, progress=progress)
     except Stopped as e:
@@ -373,8 +390,10 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     if a.format and implied and a.format != implied:
         bad("--format", a.format, f"omitted or equal to the suffix of --out {a.out!r}")
     fmt = a.format or implied or "mp4"
-    if not 0 <= a.seed < config.seeds:
-        bad("--seed", a.seed, f"an integer in [0, {config.seeds}) (the run has {config.seeds} seeds)")
+    if not 0 <= a.seed < config.num_runs:
+        bad("--seed", a.seed, f"an integer in [0, {config.num_runs}) (the run has {config.seeds} seeds"
+                              + (f" x {config.num_points} sweep combinations: run v * {config.seeds} + s"
+                                 if config.sweep else "") + ")")
     if not 1 <= a.steps <= 100_000:
         bad("--steps", a.steps, "an integer in [1, 100000]")
     for flag, px in (("--width", a.width), ("--height", a.height)):

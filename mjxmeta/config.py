@@ -18,6 +18,7 @@ lr 3e-4 setting (docs/algorithm.md, "Defaults").
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass, field
 import re
@@ -41,6 +42,11 @@ ESTIMATOR_NAMES = ("reinforce", "es")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
 LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
+# Continuous fields that change no shape, so ``Config.sweep`` may give several values and the runs vmap over
+# them like seeds (:func:`sweepable_fields` narrows this to the fields the run's teacher reads).
+SWEEPABLE = ("student.actor_lr", "student.critic_lr", "student.tau", "teacher.lr", "teacher.init_std",
+             "teacher.ou_sigma")
+MAX_RUNS = 4096  # seeds x sweep combinations vmapped in one program
 # Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps), Brax's MJX envs (1000).
 EPISODE_LENGTHS = {"pendulum": 200}
 MJX_EPISODE_LENGTH = 1000
@@ -283,6 +289,12 @@ class Config:
       visit_samples: D0 states kept per chunk for state-visitation plots
         (a uniform sample, ``visit_samples // log_every`` per iteration);
         0 disables.
+      sweep: hyperparameter sweep: ``((field, (v1, v2, ...)), ...)``; the run
+        vmaps over every combination of the values (the product) x ``seeds``
+        in one compiled program, and each swept value replaces the field's
+        own. Fields: :data:`SWEEPABLE` read by the run's teacher
+        (:func:`sweepable_fields`). Flag syntax ``--sweep teacher.lr=1e-4,1e-3``,
+        repeatable.
       student: the student (:class:`StudentConfig`).
       teacher: the teacher (:class:`TeacherConfig`).
       meta: the meta-gradient loop (:class:`MetaConfig`).
@@ -302,6 +314,7 @@ class Config:
     checkpoint_every: int = 0
     keep: int = 3
     visit_samples: int = 200
+    sweep: tuple[tuple[str, tuple[float, ...]], ...] = ()
     student: StudentConfig = field(default_factory=StudentConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     meta: MetaConfig = field(default_factory=MetaConfig)
@@ -381,6 +394,72 @@ class Config:
     @property
     def resolved_episode_length(self) -> int:
         return self.episode_length or default_episode_length(self.env)
+
+    @property
+    def num_points(self) -> int:
+        """V, combinations of swept values (1 without a sweep)."""
+        return math.prod(len(values) for _, values in self.sweep)
+
+    @property
+    def num_runs(self) -> int:
+        """V * S, runs vmapped in one program; run r has combination r // S and seed r % S."""
+        return self.num_points * self.seeds
+
+
+# ---------------------------------------------------------------------------
+# sweeps
+
+
+def sweepable_fields(config: Config) -> tuple[str, ...]:
+    """The fields of :data:`SWEEPABLE` that ``config``'s teacher reads.
+
+    ``teacher.lr`` only for meta teachers, ``teacher.ou_sigma`` only for ``ou``,
+    ``teacher.init_std`` for every other teacher (the fixed ``gaussian`` scale
+    or the meta teachers' initial sigma).
+    """
+    t = config.teacher.name
+    skip = {"teacher.lr": t not in META_TEACHERS, "teacher.ou_sigma": t != "ou", "teacher.init_std": t == "ou"}
+    return tuple(f for f in SWEEPABLE if not skip.get(f, False))
+
+
+def sweep_points(config: Config) -> list[dict[str, float]]:
+    """The V combinations of ``config.sweep``, ``[{field: value}, ...]``, first field slowest ([{}] without)."""
+    fields = [f for f, _ in config.sweep]
+    return [dict(zip(fields, values)) for values in itertools.product(*(v for _, v in config.sweep))]
+
+
+def point_config(config: Config, point: dict[str, float]) -> Config:
+    """``config`` without its sweep and with the fields of ``point`` set: the config one combination runs."""
+    for dotted, value in point.items():
+        config = replace_field(config, dotted, value)
+    return dataclasses.replace(config, sweep=())
+
+
+def _check_sweep(c: Config) -> None:
+    """The sweep's shape and fields; every combination then passes :func:`validate` (``validate`` calls this)."""
+    ok = isinstance(c.sweep, tuple) and all(
+        isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], tuple)
+        for item in c.sweep)
+    if not ok:
+        raise ConfigError("sweep", c.sweep, "a tuple of (field, (value, ...)) pairs")
+    accepted = sweepable_fields(c)
+    seen = set()
+    for dotted, values in c.sweep:
+        if dotted not in accepted:
+            raise ConfigError("sweep", dotted, f"a field in {accepted} (continuous fields that change no shape "
+                                               f"and that teacher {c.teacher.name!r} reads)")
+        if dotted in seen:
+            raise ConfigError("sweep", dotted, "each field once (give all its values in one --sweep)")
+        seen.add(dotted)
+        if not values:
+            raise ConfigError(f"sweep {dotted}", values, "at least one value")
+        for v in values:
+            _check_type(dotted, v, float)
+        if len(set(values)) < len(values):
+            raise ConfigError(f"sweep {dotted}", values, "distinct values")
+    if c.num_runs > MAX_RUNS:
+        raise ConfigError("sweep", c.sweep, f"at most {MAX_RUNS} runs (combinations {c.num_points} x seeds "
+                                            f"{c.seeds} = {c.num_runs})")
 
 
 # ---------------------------------------------------------------------------
@@ -549,6 +628,10 @@ def validate(config: Config) -> Config:
         raise ConfigError("student.batch_size", s.batch_size,
                           f"an integer <= the transitions inserted per iteration ({c.inserted_per_iteration}); "
                           "raise num_envs or rollout_steps")
+    if c.sweep != ():
+        _check_sweep(c)
+        for point in sweep_points(c):
+            validate(point_config(c, point))
     return config
 
 
@@ -639,5 +722,10 @@ def from_dict(d: dict[str, Any]) -> Config:
             vv = {kk: tuple(x) if isinstance(x, list) else x for kk, x in v.items()}
             kwargs[k] = subs[k](**vv)
         else:
-            kwargs[k] = v
+            kwargs[k] = _tuples(v)
     return validate(Config(**kwargs))
+
+
+def _tuples(x: Any) -> Any:
+    """JSON lists back to tuples, recursively (``sweep``: [[field, [values]]] -> ((field, (values,)),))."""
+    return tuple(_tuples(i) for i in x) if isinstance(x, list) else x

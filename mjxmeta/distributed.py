@@ -122,7 +122,8 @@ def describe() -> str:
 
 
 def check_seeds(config: Config) -> None:
-    """With several processes, S must be a multiple of the global device count (every device holds S/D seeds).
+    """With several processes, the runs R (seeds x sweep combinations) must be a multiple of the global device
+    count (every device holds R/D runs).
 
     Raises:
       ConfigError: (field ``seeds``) naming the device and process counts.
@@ -130,9 +131,11 @@ def check_seeds(config: Config) -> None:
     import jax
 
     d, p = jax.device_count(), jax.process_count()
-    if p > 1 and config.seeds % d:
-        raise ConfigError("seeds", config.seeds,
-                          f"a multiple of the {d} devices of the {p} processes (each device holds S/{d} seeds)")
+    if p > 1 and config.num_runs % d:
+        accepted = (f"a number that makes seeds x {config.num_points} sweep combinations a multiple of the {d} "
+                    f"devices of the {p} processes (each device holds R/{d} runs)") if config.sweep else (
+            f"a multiple of the {d} devices of the {p} processes (each device holds S/{d} seeds)")
+        raise ConfigError("seeds", config.seeds, accepted)
 
 
 # ------------------------------------------------------- agreement (collective)

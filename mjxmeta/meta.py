@@ -77,12 +77,14 @@ def lookahead_sampler(d0: Transition, batch_size: int, n_d0: int,
 
 
 def look_ahead(student: Student, state: StudentState, norm, d0: Transition, key: jax.Array, n_updates: int,
-               n_d0: int | None = None, buffer_rows=None, buffer_key: jax.Array | None = None) -> StudentState:
+               n_d0: int | None = None, buffer_rows=None, buffer_key: jax.Array | None = None,
+               hyper: Any = None) -> StudentState:
     """pi' = DDPG(pi, D0): a copy of the student after ``n_updates`` steps with D0 as the new data.
 
     Args:
-      student: the student's functions (its learning rates are the
-        look-ahead's); ``state`` its state (pi).
+      student: the student's functions; ``state`` its state (pi).
+      hyper: the look-ahead's hyperparameters (``student.hyper``, e.g. its
+        learning rates); None = the student config's.
       d0: transitions of one candidate, flattened to (M, ...).
       key: raw key for the D0 minibatch indices (uniform with replacement).
       n_d0: D0 rows per minibatch; None = all (the paper's D0-only look-ahead).
@@ -96,7 +98,7 @@ def look_ahead(student: Student, state: StudentState, norm, d0: Transition, key:
     bs = student.config.batch_size
     sample = lookahead_sampler(d0, bs, bs if n_d0 is None else n_d0, buffer_rows)
     carry = (key, key if buffer_key is None else buffer_key)
-    new, _, _ = student.update_many(state, norm, sample, carry, n_updates)
+    new, _, _ = student.update_many(state, norm, sample, carry, n_updates, hyper)
     return new
 
 
@@ -201,10 +203,14 @@ def meta_gradient(teacher: Teacher, state: TeacherState, rewards: jax.Array, inp
     return reinforce_gradient(teacher, state.params, inputs, raw_actions, adv), adv, ema
 
 
-def teacher_step(teacher: Teacher, state: TeacherState, grad) -> TeacherState:
-    """theta_e <- theta_e + eta * Adam(grad J): one ascent step on the meta-objective."""
+def teacher_step(teacher: Teacher, state: TeacherState, grad, lr=None) -> TeacherState:
+    """theta_e <- theta_e + eta * Adam(grad J): one ascent step on the meta-objective.
+
+    ``lr``: eta, a float or traced scalar (``TeacherHyper.lr``); None = ``teacher.lr`` of the config.
+    """
     neg = jax.tree.map(jnp.negative, grad)
-    updates, opt_state = teacher.optim.update(neg, state.opt_state, state.params)
+    optim = teacher.optimizer(teacher.config.lr if lr is None else lr)
+    updates, opt_state = optim.update(neg, state.opt_state, state.params)
     return state.replace(params=optax.apply_updates(state.params, updates), opt_state=opt_state)
 
 

@@ -152,7 +152,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
     # Only the policies are needed (not the replay buffer or the teacher envs).
-    policy = (state.student, state.normalizer, state.teacher.params)
+    policy = (state.student, state.normalizer, state.teacher.params, state.hyper.teacher)
     if state.iteration.ndim == 1:  # batched over seeds
         n = int(state.iteration.shape[0])
         if not 0 <= seed < n:
@@ -162,7 +162,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
     env, student, teacher, name = trainer.env, trainer.student, trainer.teacher, trainer.config.env
 
     def run(policy, key):
-        st, norm, params = policy
+        st, norm, params, teacher_hyper = policy
         k_reset, k_act = jax.random.split(key)
         env_state = env.reset(k_reset[None])
         memory = jnp.zeros((1, teacher.memory_size), jnp.float32)
@@ -172,7 +172,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
             env_state = env.refill_if_short(env_state)  # every start fresh, however many episodes
             if use_teacher:
                 nstate, memory, _, done, _, _ = teacher_step(env, student, teacher, st, norm, params,
-                                                             env_state, memory, k)
+                                                             env_state, memory, k, teacher_hyper=teacher_hyper)
             else:
                 nstate, _, done = env_step(env, env_state, student.act(st, norm, env_state.obs))
             q, qd = _joint_state(name, nstate.pipeline_state)

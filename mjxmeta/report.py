@@ -12,6 +12,10 @@
   return vs. *all* env steps (D0 + D1 + R̂ rollouts, docs/algorithm.md,
   "Step accounting") and vs. wall-clock seconds; one panel per env, one line
   per teacher: the IQM over seeds at every log point with a 95 % CI band;
+* a hyperparameter sweep (``mjxmeta train --sweep``) counts as one run per
+  combination of its values (:func:`split_sweep`): each combination is a line
+  and a table row of its own, labelled with its values, and pools with
+  separate runs of the same setting;
 * ``meta_teachers.png`` (if any meta teacher ran): meta-reward
   ℛ̂ = R̂(π') − R̂(π) and the teacher's σ = exp(mean log σ) vs. env steps.
 
@@ -65,15 +69,16 @@ import numpy as np
 
 from mjxmeta.config import META_TEACHERS, TEACHER_NAMES
 from mjxmeta.run import CONFIG, METRICS
-from mjxmeta.sinks import parse_row
+from mjxmeta.sinks import parse_row, run_of
 from mjxmeta.visitation import COORDINATES, load_visits, plot_visitation
 
 BASELINE_TEACHER = "gaussian"
 ENV_STEPS_LABEL = "env steps (D0 + D1 + R̂ rollouts)"
 WALL_LABEL = "wall-clock s (first point includes JIT compile)"
 RETURN_LABEL = "eval return (deterministic student)"
-# Config fields that may differ between runs pooled into one line (more seeds of one setting).
-_POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep", "eval_every")
+# Config fields that may differ between runs pooled into one line (more seeds of one setting); ``sweep`` is
+# gone once a swept run is split into its combinations (:func:`split_sweep`).
+_POOL_IGNORE = ("seed", "seeds", "total_steps", "checkpoint_every", "keep", "eval_every", "sweep")
 
 # The paper's table (Xu et al. 2018; docs/algorithm.md, "The paper's table"; gym envs of 2018): env -> (Meta, DDPG) as "mean ± sd".
 PAPER_TABLE = {
@@ -108,6 +113,8 @@ class Run:
         torn last line included).
       nonfinite: rows skipped because ``eval_return`` is NaN or infinite
         (reported, never averaged).
+      hparams: for one combination of a sweep (:func:`split_sweep`), its
+        values {field: value} (already set in ``config``); else empty.
     """
 
     path: Path
@@ -115,6 +122,7 @@ class Run:
     rows: list[dict[str, Any]]
     malformed: int = 0
     nonfinite: int = 0
+    hparams: dict[str, float] = field(default_factory=dict)
 
     @property
     def problems(self) -> str | None:
@@ -174,7 +182,7 @@ def load_run(path: str | Path) -> Run:
         elif not math.isfinite(row.get("eval_return", 0.0)):
             nonfinite += 1
         else:
-            by_key[(int(row["seed"]), int(row.get("iteration", row["env_steps"])))] = row
+            by_key[(int(run_of(row)), int(row.get("iteration", row["env_steps"])))] = row
     if not any("eval_return" in row for row in by_key.values()):
         raise ReportError(f"run {str(path)!r}: {METRICS} has no complete rows (env_steps, seed, eval_return)"
                           + (f"; skipped {malformed} malformed line(s) and {nonfinite} NaN/inf return(s)"
@@ -183,9 +191,36 @@ def load_run(path: str | Path) -> Run:
     return Run(path=p, config=config, rows=rows, malformed=malformed, nonfinite=nonfinite)
 
 
+def split_sweep(run: Run) -> list[Run]:
+    """A swept run as one :class:`Run` per combination of its values, in the order of first appearance.
+
+    Each part holds the rows whose ``hparams`` equal that combination, a
+    config with those values set and without ``sweep``, and
+    ``Run.hparams``; the skipped-line counts stay with the first part. A run
+    without a sweep is returned as is.
+    """
+    if not run.config.get("sweep"):
+        return [run]
+    parts: dict[str, list[dict[str, Any]]] = {}
+    for row in run.rows:
+        parts.setdefault(json.dumps(row.get("hparams", {}), sort_keys=True), []).append(row)
+    out = []
+    for i, (key, rows) in enumerate(parts.items()):
+        hparams = json.loads(key)
+        config = json.loads(json.dumps({k: v for k, v in run.config.items() if k != "sweep"}))
+        for dotted, value in hparams.items():
+            sub, name = dotted.split(".")
+            config.setdefault(sub, {})[name] = value
+        out.append(Run(path=run.path, config=config, rows=rows, malformed=run.malformed if i == 0 else 0,
+                       nonfinite=run.nonfinite if i == 0 else 0, hparams=hparams))
+    return out
+
+
 def load_runs(paths: Iterable[str | Path]) -> list[Run]:
-    """:func:`load_run` of every path, in order. Raises ReportError naming the first bad path."""
-    runs = [load_run(p) for p in paths]
+    """:func:`load_run` of every path, in order, swept runs split by :func:`split_sweep`.
+
+    Raises ReportError naming the first bad path."""
+    runs = [part for p in paths for part in split_sweep(load_run(p))]
     if not runs:
         raise ReportError("no runs given")
     return runs
@@ -558,7 +593,8 @@ def plot_visitation_panels(groups_by_env: dict[str, list[Group]], out_dir: Path)
     for env, gs in groups_by_env.items():
         if env not in COORDINATES:
             continue
-        runs = {g.teacher: g.runs[0].path for g in gs if g.teacher in ("meta", BASELINE_TEACHER)}
+        runs = {g.teacher: g.runs[0].path for g in gs  # a swept run's dumps mix its combinations: left out
+                if g.teacher in ("meta", BASELINE_TEACHER) and not g.runs[0].hparams}
         runs = {t: p for t, p in runs.items() if load_visits(p)}
         if runs:
             order = [t for t in ("meta", BASELINE_TEACHER) if t in runs]
@@ -585,7 +621,7 @@ def write_report(paths: Sequence[str | Path], out_dir: str | Path, reps: int = 2
     groups = group_runs(runs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    problems = [r.problems for r in runs if r.problems]
+    problems = [r.problems for r in runs if r.problems]  # a swept run's are on its first part only
     for line in problems:
         print(f"mjxmeta: warning: {line}", file=sys.stderr)
     curves = plot_learning_curves(groups, out / "learning_curves_env_steps.png", "env_steps", reps, seed)

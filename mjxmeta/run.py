@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mjxmeta import distributed, sinks
-from mjxmeta.config import Config, ConfigError, evaluates_at, to_dict
+from mjxmeta.config import Config, ConfigError, evaluates_at, sweep_points, to_dict
 from mjxmeta.rundir import (CHECKPOINTS, CONFIG, METRICS, TENSORBOARD, ResumeError,  # noqa: F401 (re-exports)
                             RunDirError, RunLock, check_start, config_of_checkpoints, load_config, prepare_run_dir,
                             write_config)
@@ -84,8 +84,8 @@ def nonfinite_report(state, metrics, returns) -> dict[str, Any]:
     return distributed.to_host(_finite_flags_jit(state, metrics, returns))
 
 
-def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk_end: int) -> str | None:
-    for s in range(seeds):
+def _first_nonfinite(report: dict[str, Any], names: Sequence[str], chunk_start: int, chunk_end: int) -> str | None:
+    for s, name in enumerate(names):
         for q, ok in report.items():
             if q.endswith("@iter") or ok[s]:
                 continue
@@ -93,29 +93,51 @@ def _first_nonfinite(report: dict[str, Any], seeds: int, chunk_start: int, chunk
                 where = f"iteration {chunk_start + int(report[q + '@iter'][s]) + 1}"
             else:
                 where = f"the chunk of iterations {chunk_start + 1}..{chunk_end}"
-            return f"non-finite {q} in seed {s} at {where}"
+            return f"non-finite {q} in {name} at {where}"
     return None
 
 
 # -------------------------------------------------------------------- loop
+def run_coordinates(config: Config) -> list[dict[str, Any]]:
+    """The keys naming each of the R runs in a metric row, in run order.
+
+    Without a sweep ``{"seed": s}``; with one ``{"run": r, "seed": s,
+    "hparams": {field: value}}`` for run r = v * S + s (combination v of
+    :func:`mjxmeta.config.sweep_points`, seed s).
+    """
+    if not config.sweep:
+        return [{"seed": s} for s in range(config.seeds)]
+    return [{"run": v * config.seeds + s, "seed": s, "hparams": dict(point)}
+            for v, point in enumerate(sweep_points(config)) for s in range(config.seeds)]
+
+
+def run_name(coordinates: dict[str, Any]) -> str:
+    """``seed 1`` or, in a sweep, ``seed 1 (teacher.lr=0.001)``: one run for messages and tables."""
+    hp = coordinates.get("hparams")
+    return f"seed {coordinates['seed']}" + (f" ({', '.join(f'{k}={v}' for k, v in hp.items())})" if hp else "")
+
+
 def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndarray | None, env_steps: np.ndarray,
-                wall: float) -> list[dict[str, Any]]:
-    """One row per seed from a chunk's host arrays.
+                wall: float, coordinates: Sequence[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """One row per run from a chunk's host arrays.
 
     Args:
-      metrics: {name: (S, log_every)} per-iteration scalars; a row holds their
+      metrics: {name: (R, log_every)} per-iteration scalars; a row holds their
         chunk mean (:data:`mjxmeta.meta.SNAPSHOT_METRICS`, e.g. ``teacher_log_std``:
         their last value).
-      returns: (S, eval_envs) evaluation returns, a row holds their mean as
+      returns: (R, eval_envs) evaluation returns, a row holds their mean as
         ``eval_return``; None at a log point without evaluation (no ``eval_return``).
-      env_steps: (S,) env steps done.
+      env_steps: (R,) env steps done.
       wall: seconds since the run started (across resumes).
+      coordinates: per run, the keys naming it (:func:`run_coordinates`);
+        None = ``{"seed": r}``.
     """
     from mjxmeta.meta import SNAPSHOT_METRICS
 
     rows = []
     for s in range(env_steps.shape[0]):
-        row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s}
+        row = {"env_steps": int(env_steps[s]), "iteration": iteration, "seed": s,
+               **(coordinates[s] if coordinates is not None else {})}
         if returns is not None:
             row["eval_return"] = float(np.mean(returns[s]))
         row["wall_s"] = round(wall, 3)
@@ -135,7 +157,7 @@ def default_sinks(config: Config, run_dir: Path, start_chunk: int, total_chunks:
     steps_per_chunk = config.steps_per_iteration * config.log_every
     resumed = start_chunk * config.log_every if start_chunk else None
     out: list[sinks.Sink] = [
-        sinks.JsonlSink(run_dir / METRICS, config.seeds, config.log_every, keep_through=resumed),
+        sinks.JsonlSink(run_dir / METRICS, config.num_runs, config.log_every, keep_through=resumed),
         sinks.TensorBoardSink(run_dir / TENSORBOARD, purge_step=start_chunk * steps_per_chunk + 1 if start_chunk else None),
     ]
     if config.visit_samples:
@@ -148,7 +170,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
           progress_fn: sinks.Sink | None = None) -> list[float]:
     """Runs (or resumes) a training job in ``run_dir``, holding its lock (:class:`mjxmeta.rundir.RunLock`).
 
-    Writes ``config.json``, hands every log point (one row per seed) to
+    Writes ``config.json``, hands every log point (one row per run: seed, and
+    sweep combination, :func:`run_coordinates`) to
     ``progress_fn`` (default :func:`default_sinks`: ``metrics.jsonl``,
     TensorBoard, visitation dumps, progress bar), saves checkpoints (with
     their config and checksums, :mod:`mjxmeta.checkpoint`) every
@@ -164,7 +187,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     :class:`mjxmeta.distributed.PeerFailed` on the others.
 
     Returns:
-      final eval return per seed (mean over ``eval_envs`` episodes; the last log
+      final eval return per run (mean over ``eval_envs`` episodes; the last log
       point always evaluates, :func:`mjxmeta.config.evaluates_at`).
 
     Raises:
@@ -211,6 +234,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
             state = trainer.init_seeds(trainer.shard(trainer.seed_keys()))
 
         n_chunks = trainer.num_chunks
+        coordinates = run_coordinates(config)
         final: list[float] = []
         if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation
             returns = trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(start_chunk * config.log_every)))
@@ -226,8 +250,9 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                 iteration = (chunk + 1) * config.log_every
                 returns = (trainer.evaluate_seeds(state, trainer.shard(trainer.eval_keys(iteration)))
                            if evaluates_at(config, iteration) else None)
-                problem = _first_nonfinite(nonfinite_report(state, metrics, returns), config.seeds,
-                                           iteration - config.log_every, iteration)
+                problem = _first_nonfinite(nonfinite_report(state, metrics, returns),
+                                           [run_name(c) for c in coordinates], iteration - config.log_every,
+                                           iteration)
                 if problem:
                     last = ckpt.latest_verified(abstract)
                     raise NonFiniteError(f"{problem}; stopping without saving this state. Last verified "
@@ -237,7 +262,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                 metrics, returns, env_steps, visits = distributed.to_host(
                     (metrics, returns, state.env_steps, state.visits))
                 wall = time.time() - t0
-                rows = metric_rows(iteration, metrics, returns, env_steps, wall)
+                rows = metric_rows(iteration, metrics, returns, env_steps, wall, coordinates)
                 if returns is not None:
                     final = [row["eval_return"] for row in rows]
                 progress_fn(iteration, rows, visits if config.visit_samples else None)
@@ -255,14 +280,19 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
 
 
 def format_table(config: Config, final: Sequence[float]) -> str:
-    """Markdown table of final evaluation return per seed and mean ± sd (sample sd)."""
-    n = len(final)
-    mean = sum(final) / n
-    sd = math.sqrt(sum((x - mean) ** 2 for x in final) / (n - 1)) if n > 1 else 0.0
-    lines = [f"final eval return: env={config.env} teacher={config.teacher.name} student={config.student.name}",
-             "| seed | eval_return |", "| ---: | ---: |"]
-    lines += [f"| {i} | {x:.2f} |" for i, x in enumerate(final)]
-    lines.append(f"| mean ± sd | {mean:.2f} ± {sd:.2f} |")
+    """Markdown table of final evaluation return per seed and mean ± sd (sample sd); one block per sweep
+    combination (``final``: one value per run, :func:`run_coordinates` order)."""
+    lines = [f"final eval return: env={config.env} teacher={config.teacher.name} student={config.student.name}"]
+    for v, point in enumerate(sweep_points(config)):
+        block = list(final[v * config.seeds:(v + 1) * config.seeds])
+        n = len(block)
+        mean = sum(block) / n
+        sd = math.sqrt(sum((x - mean) ** 2 for x in block) / (n - 1)) if n > 1 else 0.0
+        if point:
+            lines.append("\n" + ", ".join(f"{k}={x}" for k, x in point.items()))
+        lines += ["| seed | eval_return |", "| ---: | ---: |"]
+        lines += [f"| {i} | {x:.2f} |" for i, x in enumerate(block)]
+        lines.append(f"| mean ± sd | {mean:.2f} ± {sd:.2f} |")
     return "\n".join(lines)
 
 

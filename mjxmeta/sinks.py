@@ -5,11 +5,13 @@ callback, ``progress_fn(iteration, rows, visits)``, after Brax's trainers'
 ``progress_fn(step, metrics)``:
 
 * ``iteration``: iterations done (the end of the chunk just run);
-* ``rows``: one dict per seed, ``{"env_steps": int, "iteration": int, "seed":
+* ``rows``: one dict per run, ``{"env_steps": int, "iteration": int, "seed":
   int, "eval_return": float, "wall_s": float, <metric>: float, ...}`` (the
   scalar metrics of the chunk; see :func:`mjxmeta.run.metric_rows`);
   ``eval_return`` only at log points that evaluate (``Config.eval_every``);
-* ``visits``: (S, samples, obs_size) raw D0 observations of the chunk, or None.
+  in a hyperparameter sweep also ``"run": int`` (the index on the run axis)
+  and ``"hparams": {field: float}`` (:func:`mjxmeta.run.run_coordinates`);
+* ``visits``: (R, samples, obs_size) raw D0 observations of the chunk, or None.
 
 Each sink below is one such callable with a ``close()``; :class:`Fanout`
 passes a log point to several. No sink imports JAX.
@@ -29,7 +31,12 @@ import numpy as np
 from mjxmeta.visitation import visits_path
 
 Row = dict[str, Any]
-KEYS = ("env_steps", "iteration", "seed")  # a row's coordinates; every other entry is a scalar to plot
+KEYS = ("env_steps", "iteration", "seed", "run", "hparams")  # a row's coordinates; every other entry is a scalar
+
+
+def run_of(row: Row) -> int:
+    """The row's index on the run axis: ``run`` in a sweep, else ``seed``."""
+    return row.get("run", row["seed"])
 
 
 class Sink(Protocol):
@@ -57,18 +64,19 @@ class JsonlSink:
     """Appends one JSON object per row to ``path`` (``RUN/metrics.jsonl``).
 
     Args:
-      seeds: S of the run; log_every: iterations between log points.
+      runs: rows per log point (R = seeds x sweep combinations); log_every:
+        iterations between log points.
       keep_through: None = start an empty file; an iteration = resume at a
         checkpoint of that iteration: :func:`read_rows` keeps the rows up to
         it (dropping the rows logged after it and a torn last line) and every
         malformed, missing or duplicate row is reported on stderr.
     """
 
-    def __init__(self, path: str | Path, seeds: int, log_every: int, keep_through: int | None = None):
+    def __init__(self, path: str | Path, runs: int, log_every: int, keep_through: int | None = None):
         self.path = Path(path)
         kept: list[str] = []
         if keep_through is not None:
-            kept, problems = read_rows(self.path, keep_through, seeds, log_every)
+            kept, problems = read_rows(self.path, keep_through, runs, log_every)
             for problem in problems:
                 print(f"mjxmeta: warning: {problem}", file=sys.stderr)
         tmp = self.path.with_suffix(".tmp")
@@ -84,36 +92,43 @@ class JsonlSink:
         self.file.close()
 
 
+def _numbers(values) -> bool:
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
 def parse_row(line: bytes) -> Row | None:
     """A row of ``metrics.jsonl``, or None if ``line`` is not UTF-8 JSON of an object with numeric (not
-    bool) values only and at least ``env_steps`` and ``seed`` (a torn or edited line). ``eval_return`` is
-    present only in rows of log points that evaluated."""
+    bool) values only (and ``hparams``, if present, an object of numbers) and at least ``env_steps`` and
+    ``seed`` (a torn or edited line). ``eval_return`` is present only in rows of log points that evaluated."""
     try:
         row = json.loads(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(row, dict) or not {"env_steps", "seed"} <= row.keys():
         return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values()):
+    hparams = row.get("hparams", {})
+    if not isinstance(hparams, dict) or not _numbers(hparams.values()):
+        return None
+    if not _numbers(v for k, v in row.items() if k != "hparams"):
         return None
     return row
 
 
-def read_rows(path: Path, upto: int, seeds: int, log_every: int) -> tuple[list[str], list[str]]:
+def read_rows(path: Path, upto: int, runs: int, log_every: int) -> tuple[list[str], list[str]]:
     """The rows of ``metrics.jsonl`` a run resumed at a checkpoint of iteration ``upto`` keeps, checked.
 
     Args:
       path: the metrics file (may be missing).
       upto: iteration of the checkpoint being resumed.
-      seeds: S; every log point has one row per seed.
+      runs: R; every log point has one row per run (:func:`run_of`).
       log_every: iterations between log points.
 
     Returns:
       (lines, problems): the well-formed lines (:func:`parse_row` with
-      integer ``iteration`` and ``seed``) at or before ``upto``, in file
-      order, each (iteration, seed) once (the first is kept); and one message
-      per kind of problem (malformed lines with their numbers, missing and
-      duplicate (iteration, seed) rows). Rows after ``upto`` are dropped
+      integer ``iteration``, ``seed`` and ``run`` if present) at or before
+      ``upto``, in file order, each (iteration, run) once (the first is
+      kept); and one message per kind of problem (malformed lines with their
+      numbers, missing and duplicate (iteration, run) rows). Rows after ``upto`` are dropped
       silently: they belong to chunks that were not checkpointed; so is a
       torn last line without its newline (the run was killed writing it).
     """
@@ -123,10 +138,11 @@ def read_rows(path: Path, upto: int, seeds: int, log_every: int) -> tuple[list[s
     keep, seen, malformed, dup = [], set(), [], []
     for n, line in enumerate(raw, 1):
         row = parse_row(line)
-        if row is None or not all(isinstance(row.get(k), int) for k in ("iteration", "seed")):
+        if row is None or not all(isinstance(row.get(k), int) for k in ("iteration", "seed")) or not isinstance(
+                row.get("run", 0), int):
             malformed.append(n)
             continue
-        key = (row["iteration"], row["seed"])
+        key = (row["iteration"], run_of(row))
         if key[0] > upto:
             continue
         if key in seen:
@@ -134,16 +150,16 @@ def read_rows(path: Path, upto: int, seeds: int, log_every: int) -> tuple[list[s
             continue
         seen.add(key)
         keep.append(line.decode("utf-8"))
-    missing = sorted({(i, s) for i in range(log_every, upto + 1, log_every) for s in range(seeds)} - seen)
+    missing = sorted({(i, s) for i in range(log_every, upto + 1, log_every) for s in range(runs)} - seen)
     problems = []
     if malformed:
         problems.append(f"{path}: {len(malformed)} malformed line(s) dropped (line {_some(malformed)})")
     if missing:
         problems.append(f"{path}: {len(missing)} row(s) missing at or before the checkpoint at iteration {upto} "
-                        f"({_some([f'iteration {i} seed {s}' for i, s in missing])}); these log points stay missing")
+                        f"({_some([f'iteration {i} run {s}' for i, s in missing])}); these log points stay missing")
     if dup:
         problems.append(f"{path}: {len(dup)} duplicate row(s) dropped (first kept), e.g. iteration {dup[0][0]} "
-                        f"seed {dup[0][1]}")
+                        f"run {dup[0][1]}")
     return keep, problems
 
 
@@ -152,7 +168,8 @@ def _some(items: Sequence[Any], limit: int = 10) -> str:
 
 
 class TensorBoardSink:
-    """Scalars ``seed_<s>/<name>`` against env steps in ``logdir`` (tensorboardX event files).
+    """Scalars ``seed_<s>/<name>`` (in a sweep ``<field>=<value>,.../seed_<s>/<name>``) against env steps in
+    ``logdir`` (tensorboardX event files).
 
     Args:
       purge_step: on resume, the first env step after the checkpoint; events
@@ -165,9 +182,11 @@ class TensorBoardSink:
 
     def __call__(self, iteration: int, rows: Sequence[Row], visits: np.ndarray | None = None) -> None:
         for row in rows:
+            hp = ",".join(f"{k}={v}" for k, v in row.get("hparams", {}).items())
+            prefix = (hp + "/" if hp else "") + f"seed_{row['seed']}"
             for k, v in row.items():
                 if k not in KEYS:
-                    self.writer.add_scalar(f"seed_{row['seed']}/{k}", v, row["env_steps"])
+                    self.writer.add_scalar(f"{prefix}/{k}", v, row["env_steps"])
         self.writer.flush()
 
     def close(self) -> None:

@@ -91,6 +91,22 @@ class TeacherState:
     baseline: jax.Array
 
 
+@struct.dataclass
+class TeacherHyper:
+    """The teacher's hyperparameters as arrays (float32 scalars, or traced with a run axis; ``Config.sweep``).
+
+    Attributes:
+      lr: Adam learning rate of the meta-gradient step (``teacher.lr``).
+      init_param: the ``log_std`` parameter at init: :meth:`Teacher.log_std_param`
+        of log ``init_std``, or log ``ou_sigma`` for ``ou``.
+      ou_scale: ``ou_sigma * sqrt(ou_dt)``, the OU noise scale per step (``ou``).
+    """
+
+    lr: jax.Array
+    init_param: jax.Array
+    ou_scale: jax.Array
+
+
 class Teacher:
     """Exploration policy ``config.name`` for observations of size ``obs_size``."""
 
@@ -109,18 +125,28 @@ class Teacher:
         self.net = GaussianMean(action_size, tuple(config.hidden), final_scale) if self.has_net else None
         self.memory_size = action_size if config.name == "ou" else 1
         self.needs_td = config.name == "meta_state"
-        self.optim = optax.adam(config.lr) if self.is_meta else optax.set_to_zero()
+
+    def optimizer(self, lr) -> optax.GradientTransformation:
+        """The meta-gradient step's optimizer: Adam with learning rate ``lr`` (a float or traced scalar;
+        Adam's state does not depend on it); nothing for the noise teachers."""
+        return optax.adam(lr) if self.is_meta else optax.set_to_zero()
+
+    def hyper(self, config: TeacherConfig | None = None) -> TeacherHyper:
+        """``config``'s (default ``self.config``) :class:`TeacherHyper`, computed on the host in float64
+        and stored as float32 scalars."""
+        c = self.config if config is None else config
+        init = math.log(c.ou_sigma) if self.name == "ou" else self.log_std_param(math.log(c.init_std))
+        return TeacherHyper(np.float32(c.lr), np.float32(init), np.float32(c.ou_sigma * math.sqrt(c.ou_dt)))
 
     # ---- state ----------------------------------------------------------
-    def init(self, key: jax.Array, num_envs: int) -> TeacherState:
-        """Initial teacher state for ``num_envs`` teacher environments."""
-        std = self.config.ou_sigma if self.name == "ou" else self.config.init_std
-        raw = math.log(std) if self.name == "ou" else self.log_std_param(math.log(std))
-        params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), raw, jnp.float32)}
+    def init(self, key: jax.Array, num_envs: int, hyper: TeacherHyper | None = None) -> TeacherState:
+        """Initial teacher state for ``num_envs`` teacher environments (``hyper``: None = the config's)."""
+        h = self.hyper() if hyper is None else hyper
+        params: dict[str, Any] = {"log_std": jnp.full((self.action_size,), h.init_param, jnp.float32)}
         if self.has_net:
             g_in = self.obs_size if self.residual and self.name == "meta" else self.input_size
             params["net"] = self.net.init(key, jnp.zeros((1, g_in), jnp.float32))
-        return TeacherState(params, self.optim.init(params),
+        return TeacherState(params, self.optimizer(h.lr).init(params),
                             jnp.zeros((num_envs, self.memory_size), jnp.float32), jnp.zeros((), jnp.float32))
 
     def log_std(self, params) -> jax.Array:
@@ -191,12 +217,14 @@ class Teacher:
         g_in = inputs[..., :self.obs_size] if self.name == "meta" else inputs
         return mu + self.net.apply(params["net"], g_in)
 
-    def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array, eps: jax.Array | None = None):
+    def sample(self, params, memory: jax.Array, key: jax.Array, inputs: jax.Array, eps: jax.Array | None = None,
+               hyper: TeacherHyper | None = None):
         """Draws the unclipped action.
 
         Args:
           eps: optional standard-normal noise (B, A) to use instead of drawing
             it from ``key`` (antithetic or common noise across candidates).
+          hyper: the OU noise scale (``ou``); None = the config's.
 
         Returns:
           (raw_action (B, A), memory (B, M)).
@@ -205,8 +233,8 @@ class Teacher:
             eps = jax.random.normal(key, inputs.shape[:-1] + (self.action_size,), jnp.float32)
         mean = self.mean(params, inputs)
         if self.name == "ou":
-            c = self.config
-            x = memory + c.ou_theta * (0.0 - memory) * c.ou_dt + c.ou_sigma * math.sqrt(c.ou_dt) * eps
+            c, h = self.config, self.hyper() if hyper is None else hyper
+            x = memory + c.ou_theta * (0.0 - memory) * c.ou_dt + h.ou_scale * eps
             return mean + x, x
         return mean + jnp.exp(self.log_std(params)) * eps, memory
 

@@ -3,11 +3,15 @@
 ``Trainer(config)`` does all static work (env, networks, sizes); its pure
 functions then run on an explicit :class:`TrainState`:
 
-* ``init(key) -> TrainState`` for one seed;
+* ``init(key, hyper) -> TrainState`` for one run (a seed, and one combination
+  of a hyperparameter sweep, :class:`Hyper`);
 * ``iteration(state) -> (state, metrics)``: one pass of Algorithm 1;
 * ``run(state, n)``: ``n`` iterations in a ``lax.scan``;
-* ``run_chunk``: ``jit(vmap(run))`` over the seed axis S, buffers donated; the
-  seed axis may be sharded over devices (:meth:`Trainer.shard`).
+* ``run_chunk``: ``jit(vmap(run))`` over the run axis R = V * S (V
+  combinations of ``config.sweep`` x S seeds; R = S without a sweep), buffers
+  donated; the run axis may be sharded over devices (:meth:`Trainer.shard`).
+  The swept hyperparameters live in the state (``TrainState.hyper``), so one
+  program serves every combination, as in rejax (vmappable hyperparameters).
 
 Python only runs between chunks (logging, evaluation, checkpoints).
 
@@ -21,24 +25,45 @@ from __future__ import annotations
 import dataclasses
 import functools
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from mjxmeta import meta, students
 from mjxmeta.acting import teacher_step
-from mjxmeta.config import Config, validate
+from mjxmeta.config import Config, point_config, sweep_points, validate
 from mjxmeta.distributed import check_seeds, global_array
 from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
-from mjxmeta.teachers import Teacher, TeacherState
+from mjxmeta.teachers import Teacher, TeacherHyper, TeacherState
+
+
+@struct.dataclass
+class Hyper:
+    """The hyperparameters one run reads as arrays: what ``config.sweep`` varies (a leading run axis when batched).
+
+    Attributes:
+      student: the student's (:meth:`~mjxmeta.students.base.Student.hyper`;
+        DDPG: actor_lr, critic_lr, tau).
+      lookahead: the look-ahead's: the student's with the learning rates
+        times ``meta.lookahead_lr_scale``.
+      teacher: :class:`~mjxmeta.teachers.TeacherHyper` (meta-step lr, initial
+        log sigma parameter, OU scale).
+    """
+
+    student: Any
+    lookahead: Any
+    teacher: TeacherHyper
 
 
 @struct.dataclass
 class TrainState:
-    """Everything the next iteration reads, for one seed (leading S axis when batched).
+    """Everything the next iteration reads, for one run (leading run axis R when batched).
 
     Attributes:
       student: the student's state (:class:`~mjxmeta.students.base.Student`;
@@ -57,6 +82,7 @@ class TrainState:
         disabled).
       meta_diag: running meta-gradient diagnostics (previous gradient, cosine
         EMA, distance travelled by the teacher).
+      hyper: the run's hyperparameters (:class:`Hyper`), constant through the run.
     """
 
     student: StudentState
@@ -69,6 +95,7 @@ class TrainState:
     env_steps: jax.Array
     visits: jax.Array
     meta_diag: meta.GradientDiagnostics
+    hyper: Hyper
 
 
 class Trainer:
@@ -86,25 +113,56 @@ class Trainer:
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
         self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
-        scale = c.meta.lookahead_lr_scale
-        self.lookahead_student = self.student if scale == 1.0 else students.make(
-            dataclasses.replace(c.student, actor_lr=c.student.actor_lr * scale,
-                                critic_lr=c.student.critic_lr * scale), self.obs_size, self.action_size)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
         self.K = c.num_candidates
         self.N = c.num_envs
         self.T = c.rollout_steps
 
     # ------------------------------------------------------------------ init
-    def seed_keys(self) -> jax.Array:
-        """(S, 2) keys; seed i is ``fold_in(PRNGKey(config.seed), i)``."""
-        base = jax.random.PRNGKey(self.config.seed)
-        return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.config.seeds))
+    def seed_index(self) -> jax.Array:
+        """(R,) seed index of every run: run r = v * S + s has seed s (combination v of the sweep)."""
+        return jnp.arange(self.config.num_runs) % self.config.seeds
 
-    def init(self, key: jax.Array) -> TrainState:
-        """Fresh state for one seed from a raw key (2,)."""
+    def seed_keys(self) -> jax.Array:
+        """(R, 2) keys; run r with seed s uses ``fold_in(PRNGKey(config.seed), s)``, as seed s of an unswept run."""
+        base = jax.random.PRNGKey(self.config.seed)
+        return jax.vmap(lambda i: jax.random.fold_in(base, i))(self.seed_index())
+
+    def hyper(self, config: Config | None = None) -> Hyper:
+        """The :class:`Hyper` of ``config`` (default ``self.config`` without its sweep), float32 scalars (host).
+
+        ``config`` differs from ``self.config`` only in swept fields
+        (:func:`mjxmeta.config.point_config`).
+        """
+        c = point_config(self.config, {}) if config is None else config
+        scale = c.meta.lookahead_lr_scale
+        lookahead = dataclasses.replace(c.student, actor_lr=c.student.actor_lr * scale,
+                                        critic_lr=c.student.critic_lr * scale) if scale != 1.0 else c.student
+        return Hyper(self.student.hyper(c.student), self.student.hyper(lookahead), self.teacher.hyper(c.teacher))
+
+    def run_hypers(self) -> Hyper:
+        """:class:`Hyper` of every run, leaves (R,): combination r // S of :func:`mjxmeta.config.sweep_points`."""
+        per_point = [self.hyper(point_config(self.config, p)) for p in sweep_points(self.config)]
+        return jax.tree.map(lambda *xs: np.repeat(np.stack(xs), self.config.seeds, axis=0), *per_point)
+
+    @functools.cached_property
+    def _fixed_hyper(self) -> list:
+        """Per leaf of :class:`Hyper`: its value where every run has the same one, else None (swept)."""
+        return [x[0] if np.all(x == x[0]) else None for x in jax.tree.leaves(self.run_hypers())]
+
+    def read_hyper(self, state: TrainState) -> Hyper:
+        """The hyperparameters the device code reads: ``state.hyper`` (traced) where the sweep varies a
+        value, the shared value as a compile-time constant elsewhere. An unswept run so compiles the
+        program it compiled before hyperparameters lived in the state (XLA folds constants: bit for bit
+        the same results)."""
+        leaves, treedef = jax.tree.flatten(state.hyper)
+        return jax.tree.unflatten(treedef, [x if f is None else f for x, f in zip(leaves, self._fixed_hyper)])
+
+    def init(self, key: jax.Array, hyper: Hyper | None = None) -> TrainState:
+        """Fresh state for one run from a raw key (2,) and its :class:`Hyper` (None = :meth:`hyper`)."""
+        hyper = self.hyper() if hyper is None else hyper
         k_student, k_teacher, k_env, k_buf, key = jax.random.split(key, 5)
-        teacher = self.teacher.init(k_teacher, self.K * self.N)
+        teacher = self.teacher.init(k_teacher, self.K * self.N, hyper.teacher)
         state = TrainState(
             student=self.student.init(k_student),
             normalizer=init_normalizer(self.obs_size),
@@ -117,6 +175,7 @@ class Trainer:
             visits=jnp.zeros((max(1, self.config.log_every * self.config.visits_per_iteration), self.obs_size),
                              jnp.float32),
             meta_diag=meta.init_diagnostics(self.teacher, teacher.params),
+            hyper=jax.tree.map(jnp.asarray, hyper),
         )
         return strong(state)
 
@@ -146,7 +205,8 @@ class Trainer:
             own, memory = jax.tree.map(lambda x: jnp.tile(x[:N], (K,) + (1,) * (x.ndim - 1)), (own, memory))
             env_state = join_pool(own, pool)
         mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
-        act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer)
+        act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer,
+                                teacher_hyper=self.read_hyper(state).teacher)
 
         def act_alone(params, pool, own, memory, k, eps):
             """One candidate's step on its own envs, drawing from the shared start pool."""
@@ -183,7 +243,7 @@ class Trainer:
         ``meta.lookahead_data = 'mixed'``: minibatches of B u D0 with the same
         buffer rows for all candidates; paired candidates also share the D0
         row indices. The look-ahead's learning rates are the student's times
-        ``meta.lookahead_lr_scale``.
+        ``meta.lookahead_lr_scale`` (``state.hyper.lookahead``).
         """
         c = self.config
         flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
@@ -196,10 +256,11 @@ class Trainer:
             _, rows = self.replay.sample(state.buffer.replace(key=k))
             return rows, self.replay.size(state.buffer) > 0
 
-        fn = functools.partial(meta.look_ahead, self.lookahead_student, state.student, state.normalizer,
+        fn = functools.partial(meta.look_ahead, self.student, state.student, state.normalizer,
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
-                               buffer_key=jax.random.fold_in(key, self.K) if mixed else None)
+                               buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
+                               hyper=self.read_hyper(state).lookahead)
         return jax.vmap(fn)(flat, keys)
 
     def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
@@ -242,7 +303,8 @@ class Trainer:
           (TeacherState, GradientDiagnostics, diagnostic metrics).
         """
         t = state.teacher
-        new = meta.teacher_step(self.teacher, t, est["grad"]).replace(baseline=est["ema"])
+        lr = self.read_hyper(state).teacher.lr
+        new = meta.teacher_step(self.teacher, t, est["grad"], lr).replace(baseline=est["ema"])
         diag, metrics = meta.diagnose(self.teacher, state.meta_diag, t.params, new.params, est["grad"],
                                       est["rewards"], est["adv"])
         return new, diag, metrics
@@ -258,7 +320,8 @@ class Trainer:
     def student_update(self, state: TrainState):
         """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
         student, buffer, metrics = self.student.update_many(
-            state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates)
+            state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates,
+            self.read_hyper(state).student)
         return state.replace(student=student, buffer=buffer), metrics
 
     def record_visits(self, state: TrainState, d0: Transition, key: jax.Array) -> jax.Array:
@@ -320,15 +383,17 @@ class Trainer:
     # ------------------------------------------------------ batched entry points
     @functools.cached_property
     def init_seeds(self):
-        """jit(vmap(init)): (S, 2) keys -> TrainState with leading S, placed with :meth:`seed_sharding`.
+        """jit(vmap(init)) over the runs: (R, 2) keys (:meth:`seed_keys`) -> TrainState with leading R and
+        the hyperparameters of :meth:`run_hypers`, placed with :meth:`seed_sharding`.
 
-        Pass ``shard(seed_keys())`` so that each device (process) initializes only its own seeds.
+        Pass ``shard(seed_keys())`` so that each device (process) initializes only its own runs.
         """
-        return jax.jit(jax.vmap(self.init), out_shardings=self.seed_sharding())
+        hypers = self.run_hypers()
+        return jax.jit(lambda keys: jax.vmap(self.init)(keys, hypers), out_shardings=self.seed_sharding())
 
     @functools.cached_property
     def run_chunk(self):
-        """jit(vmap(run(., log_every))) with the state donated: (S, ...) -> (S, ...), metrics (S, n)."""
+        """jit(vmap(run(., log_every))) with the state donated: (R, ...) -> (R, ...), metrics (R, n)."""
         n = self.config.log_every
 
         def run_chunk(state):  # a named function: XLA module and cache entry "jit_run_chunk"
@@ -337,13 +402,13 @@ class Trainer:
 
     @functools.cached_property
     def evaluate_seeds(self):
-        """jit(vmap(evaluate)): state (S, ...), keys (S, 2) -> returns (S, eval_envs)."""
+        """jit(vmap(evaluate)): state (R, ...), keys (R, 2) -> returns (R, eval_envs)."""
         return jax.jit(jax.vmap(self.evaluate))
 
     def eval_keys(self, iteration: int) -> jax.Array:
-        """(S, 2) evaluation keys: independent of the training keys, fixed per iteration."""
+        """(R, 2) evaluation keys: independent of the training keys, fixed per iteration and seed index."""
         base = jax.random.fold_in(jax.random.PRNGKey(self.config.seed), 2**30)
-        per_seed = jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(self.config.seeds))
+        per_seed = jax.vmap(lambda i: jax.random.fold_in(base, i))(self.seed_index())
         return jax.vmap(lambda k: jax.random.fold_in(k, iteration))(per_seed)
 
     @property
@@ -352,20 +417,20 @@ class Trainer:
         return -(-self.config.num_iterations // self.config.log_every)
 
     def seed_sharding(self) -> jax.sharding.Sharding:
-        """Sharding of the seed axis: ``NamedSharding(Mesh(jax.devices(), ('seed',)), P('seed'))``.
+        """Sharding of the run axis: ``NamedSharding(Mesh(jax.devices(), ('seed',)), P('seed'))``.
 
         ``jax.devices()`` are the global devices of all processes
-        (:mod:`mjxmeta.distributed`): each device holds S/D consecutive seeds.
-        With one process and one device, or S not a multiple of its D devices,
-        all seeds live on the first device.
+        (:mod:`mjxmeta.distributed`): each device holds R/D consecutive runs
+        (R = seeds x sweep combinations). With one process and one device, or
+        R not a multiple of its D devices, all runs live on the first device.
 
         Raises:
           mjxmeta.config.ConfigError: (field ``seeds``) several processes and
-            S not a multiple of the global device count.
+            R not a multiple of the global device count.
         """
         check_seeds(self.config)
         devices = jax.devices()
-        if len(devices) == 1 or self.config.seeds % len(devices):
+        if len(devices) == 1 or self.config.num_runs % len(devices):
             return jax.sharding.SingleDeviceSharding(devices[0])
         mesh = jax.sharding.Mesh(devices, ("seed",))
         return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("seed"))
@@ -380,7 +445,13 @@ class Trainer:
         return jax.tree.map(lambda x: global_array(x, sharding), tree)
 
     def abstract_state(self) -> TrainState:
-        """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile)."""
+        """``ShapeDtypeStruct`` tree of the batched state, with :meth:`seed_sharding` (no compile).
+
+        ``hyper`` is concrete (:meth:`run_hypers`, placed with that sharding):
+        its values follow from the config, so a checkpoint written before the
+        state carried them restores with them (:meth:`mjxmeta.checkpoint.Checkpointer.restore`).
+        """
         shapes = jax.eval_shape(self.init_seeds, self.seed_keys())
         sharding = self.seed_sharding()
-        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
+        return abstract.replace(hyper=self.shard(self.run_hypers()))

@@ -214,7 +214,8 @@ def _get(config, dotted):
 def _other_value(flag):
     """A valid value different from the field's default."""
     # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one)
-    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum", "meta.candidates": 4}
+    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum", "meta.candidates": 4,
+               "sweep": (("student.tau", (0.005, 0.02)), ("student.actor_lr", (1e-4, 3e-4)))}
     if flag.field in special:
         return special[flag.field]
     d = flag.default
@@ -234,6 +235,8 @@ def _other_value(flag):
 def _argv(flag, value):
     if isinstance(value, bool):
         return [flag.option if value else "--no-" + flag.option[2:]]
+    if flag.field == "sweep":  # repeated: --sweep FIELD=V1,V2 per field
+        return [x for name, vs in value for x in (flag.option, f"{name}={','.join(map(str, vs))}")]
     if isinstance(value, tuple):
         return [flag.option, ",".join(map(str, value))]
     return [flag.option, str(value)]

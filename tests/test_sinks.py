@@ -26,7 +26,7 @@ def rows_at(iteration: int, seeds: int = 2, steps_per_iteration: int = 100, eval
 def test_jsonl_writes_one_line_per_row_and_truncates_a_fresh_run(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"iteration": 99, "seed": 0}\n')  # a stale file from an earlier run
-    sink = sinks.JsonlSink(path, seeds=2, log_every=1)
+    sink = sinks.JsonlSink(path, runs=2, log_every=1)
     assert path.read_text() == ""
     sink(1, rows_at(1))
     sink(2, rows_at(2))
@@ -38,7 +38,7 @@ def test_jsonl_resume_keeps_rows_up_to_the_checkpoint_and_drops_a_torn_line(tmp_
     path = tmp_path / "metrics.jsonl"
     lines = [json.dumps(r) for i in (1, 2, 3) for r in rows_at(i)]
     path.write_text("\n".join(lines) + '\n{"iteration": 4, "se')  # killed mid-write after iteration 3
-    sink = sinks.JsonlSink(path, seeds=2, log_every=1, keep_through=2)
+    sink = sinks.JsonlSink(path, runs=2, log_every=1, keep_through=2)
     sink(3, rows_at(3, seeds=1))
     sink.close()
     got = [json.loads(x) for x in path.read_text().splitlines()]
@@ -53,14 +53,14 @@ def test_jsonl_resume_reports_missing_malformed_and_duplicate_rows(tmp_path, cap
     no_iteration = json.dumps({k: v for k, v in rows_at(2)[1].items() if k != "iteration"})
     path.write_bytes("\n".join([good[0], "[1,2,3]", good[2], good[2], good[3], no_iteration, good[4], good[5]]).encode()
                      + b"\n\xff\n" + good[5][:20].encode())  # not UTF-8, then a torn last line
-    rows, problems = sinks.read_rows(path, upto=4, seeds=2, log_every=2)
+    rows, problems = sinks.read_rows(path, upto=4, runs=2, log_every=2)
     assert rows == [good[0], good[2], good[3]]  # (2,0), (4,0), (4,1); rows after iteration 4 dropped
     assert problems == [f"{path}: 3 malformed line(s) dropped (line 2, 6, 9)",
-                        f"{path}: 1 row(s) missing at or before the checkpoint at iteration 4 (iteration 2 seed 1); "
+                        f"{path}: 1 row(s) missing at or before the checkpoint at iteration 4 (iteration 2 run 1); "
                         "these log points stay missing",
-                        f"{path}: 1 duplicate row(s) dropped (first kept), e.g. iteration 4 seed 0"]
-    assert sinks.read_rows(tmp_path / "none.jsonl", upto=0, seeds=2, log_every=2) == ([], [])
-    sinks.JsonlSink(path, seeds=2, log_every=2, keep_through=4).close()
+                        f"{path}: 1 duplicate row(s) dropped (first kept), e.g. iteration 4 run 0"]
+    assert sinks.read_rows(tmp_path / "none.jsonl", upto=0, runs=2, log_every=2) == ([], [])
+    sinks.JsonlSink(path, runs=2, log_every=2, keep_through=4).close()
     assert path.read_text() == "".join(line + "\n" for line in rows)
     assert capsys.readouterr().err.splitlines() == [f"mjxmeta: warning: {p}" for p in problems]
 

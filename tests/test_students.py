@@ -44,6 +44,9 @@ class LinearDDPG:
         self.config, self.obs_size, self.action_size = config, obs_size, action_size
         self.lr = 1e-2
 
+    def hyper(self, config=None):
+        return {"lr": np.float32(self.lr)}
+
     def init(self, key):
         k1, k2 = jax.random.split(key)
         return LinearState(0.1 * jax.random.normal(k1, (self.obs_size, self.action_size)),
@@ -63,7 +66,9 @@ class LinearDDPG:
                                                                          self.act(state, norm, tr.next_obs))
         return y - self.q(state, norm, tr.obs, tr.action)
 
-    def update_many(self, state, norm, sample_fn, carry, n):
+    def update_many(self, state, norm, sample_fn, carry, n, hyper=None):
+        lr = (hyper or self.hyper())["lr"]
+
         def critic_loss(s, batch):
             y = jax.lax.stop_gradient(self.td_error(s, norm, batch) + self.q(s, norm, batch.obs, batch.action))
             return jnp.mean(jnp.square(self.q(s, norm, batch.obs, batch.action) - y))
@@ -76,8 +81,7 @@ class LinearDDPG:
             sc, batch = sample_fn(sc)
             c_loss, c_grad = jax.value_and_grad(critic_loss)(s, batch)
             a_loss, a_grad = jax.value_and_grad(actor_loss)(s, batch)
-            s = LinearState(s.w_actor - self.lr * a_grad.w_actor, s.w_q - self.lr * c_grad.w_q,
-                            s.b_q - self.lr * c_grad.b_q)
+            s = LinearState(s.w_actor - lr * a_grad.w_actor, s.w_q - lr * c_grad.w_q, s.b_q - lr * c_grad.b_q)
             return (s, sc), {"critic_loss": c_loss, "actor_loss": a_loss, "q": -a_loss}
 
         (state, carry), metrics = jax.lax.scan(body, (state, carry), None, length=n)

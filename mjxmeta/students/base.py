@@ -68,6 +68,15 @@ class Student(Protocol):
     def init(self, key: jax.Array) -> StudentState:
         """Fresh state (networks, targets, optimizer states) from a raw key (2,)."""
 
+    def hyper(self, config: StudentConfig | None = None) -> Any:
+        """The hyperparameters :meth:`update_many` reads as arrays (host; default: ``self.config``'s).
+
+        A pytree of float32 scalars (for DDPG: actor_lr, critic_lr, tau), so a
+        run can vmap over several values of them like over seeds
+        (``Config.sweep``); ``config`` only differs from ``self.config`` in
+        such values (shapes come from ``self.config``).
+        """
+
     def normalize(self, norm, obs: jax.Array) -> jax.Array:
         """The observation the student's networks (and the teachers' ``meta`` inputs) see."""
 
@@ -80,9 +89,10 @@ class Student(Protocol):
     def td_error(self, state: StudentState, norm, tr: Transition) -> jax.Array:
         """Bellman residual y - Q(s, a) of transitions ``tr``: -> (...). (``meta_state`` feature.)"""
 
-    def update_many(self, state: StudentState, norm, sample_fn: SampleFn, carry, n: int
+    def update_many(self, state: StudentState, norm, sample_fn: SampleFn, carry, n: int, hyper: Any = None
                     ) -> tuple[StudentState, Any, dict[str, jax.Array]]:
-        """``n`` gradient steps on minibatches from ``sample_fn`` (a ``lax.scan``).
+        """``n`` gradient steps on minibatches from ``sample_fn`` (a ``lax.scan``), with hyperparameters
+        ``hyper`` (:meth:`hyper`, possibly traced; None = ``self.hyper()``).
 
         Returns:
           (state, carry, metrics: dict of scalars averaged over the n steps;

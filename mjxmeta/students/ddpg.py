@@ -23,6 +23,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 
@@ -31,7 +32,7 @@ from mjxmeta.networks import Actor, Critic, l2_penalty
 from mjxmeta.replay import Transition
 from mjxmeta.students.base import OBS_CLIP, init_normalizer, normalize, update_normalizer
 
-__all__ = ["DDPG", "DDPGState", "OBS_CLIP", "init_normalizer", "update_normalizer"]
+__all__ = ["DDPG", "DDPGHyper", "DDPGState", "OBS_CLIP", "init_normalizer", "update_normalizer"]
 
 Params = Any
 
@@ -48,6 +49,20 @@ class DDPGState:
     critic_opt: optax.OptState
 
 
+@struct.dataclass
+class DDPGHyper:
+    """The DDPG hyperparameters an update reads as arrays (float32 scalars, or traced with a run axis).
+
+    Attributes:
+      actor_lr, critic_lr: Adam learning rates of actor and critic.
+      tau: Polyak coefficient of the target networks.
+    """
+
+    actor_lr: jax.Array
+    critic_lr: jax.Array
+    tau: jax.Array
+
+
 class DDPG:
     """DDPG for observation size ``obs_size`` and action size ``action_size``.
 
@@ -62,8 +77,15 @@ class DDPG:
         self.action_size = action_size
         self.actor_net = Actor(action_size, tuple(config.hidden), config.layer_norm)
         self.critic_net = Critic(tuple(config.hidden), config.layer_norm)
+        # Adam's state does not depend on the learning rate: these give the state layout (and the
+        # config's rates); every update builds Adam with the rates of its ``hyper``.
         self.actor_optim = optax.adam(config.actor_lr)
         self.critic_optim = optax.adam(config.critic_lr)
+
+    def hyper(self, config: StudentConfig | None = None) -> DDPGHyper:
+        """``config``'s (default ``self.config``) learning rates and tau as float32 scalars (host)."""
+        c = self.config if config is None else config
+        return DDPGHyper(np.float32(c.actor_lr), np.float32(c.critic_lr), np.float32(c.tau))
 
     # ---- construction -------------------------------------------------
     def init(self, key: jax.Array) -> DDPGState:
@@ -123,16 +145,21 @@ class DDPG:
         return self.critic_target(state, norm, tr) - self.q_value(state.critic, norm, tr.obs, tr.action)
 
     # ---- one update -----------------------------------------------------
-    def update(self, state: DDPGState, norm, batch: Transition) -> tuple[DDPGState, dict]:
-        """One actor and one critic Adam step on ``batch`` (B, ...), then Polyak targets."""
+    def update(self, state: DDPGState, norm, batch: Transition, hyper: DDPGHyper | None = None
+               ) -> tuple[DDPGState, dict]:
+        """One actor and one critic Adam step on ``batch`` (B, ...), then Polyak targets.
+
+        ``hyper``: learning rates and tau (:meth:`hyper`; None = the config's).
+        """
+        h = self.hyper() if hyper is None else hyper
         (c_loss, q_mean), c_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
             state.critic, state, norm, batch)
         a_loss, a_grads = jax.value_and_grad(self.actor_loss)(state.actor, state, norm, batch)
-        c_upd, critic_opt = self.critic_optim.update(c_grads, state.critic_opt, state.critic)
-        a_upd, actor_opt = self.actor_optim.update(a_grads, state.actor_opt, state.actor)
+        c_upd, critic_opt = optax.adam(h.critic_lr).update(c_grads, state.critic_opt, state.critic)
+        a_upd, actor_opt = optax.adam(h.actor_lr).update(a_grads, state.actor_opt, state.actor)
         critic = optax.apply_updates(state.critic, c_upd)
         actor = optax.apply_updates(state.actor, a_upd)
-        tau = self.config.tau
+        tau = h.tau
         polyak = lambda t, s: (1.0 - tau) * t + tau * s  # noqa: E731
         new = DDPGState(actor, critic,
                         jax.tree.map(polyak, state.target_actor, actor),
@@ -140,8 +167,8 @@ class DDPG:
                         actor_opt, critic_opt)
         return new, {"critic_loss": c_loss, "actor_loss": a_loss, "q": q_mean}
 
-    def update_many(self, state: DDPGState, norm, sample_fn, carry, n: int):
-        """``n`` updates in a ``lax.scan``; ``sample_fn(carry) -> (carry, batch)``.
+    def update_many(self, state: DDPGState, norm, sample_fn, carry, n: int, hyper: DDPGHyper | None = None):
+        """``n`` updates in a ``lax.scan``; ``sample_fn(carry) -> (carry, batch)``; ``hyper`` as in :meth:`update`.
 
         Returns:
           (state, carry, metrics averaged over the n updates). With n == 0 the
@@ -154,7 +181,7 @@ class DDPG:
         def body(c, _):
             s, sc = c
             sc, batch = sample_fn(sc)
-            s, m = self.update(s, norm, batch)
+            s, m = self.update(s, norm, batch, hyper)
             return (s, sc), m
 
         (state, carry), metrics = jax.lax.scan(body, (state, carry), None, length=n)
