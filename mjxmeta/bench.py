@@ -355,13 +355,16 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
     sec["updates"] = timed(lambda: upd_fn(probe.student, probe.normalizer, sampled), reps)
     del probe
 
+    # Evaluation at a log point (outside the chunk): the trainer's own jitted evaluate_seeds.
+    t_eval = timed(lambda: tr.evaluate_seeds(st, tr.eval_keys(0)), reps)
+
     one_batch = jax.tree.map(lambda x: x[:, 0], sampled)
     one = jax.jit(jax.vmap(lambda s, n, bt: tr.ddpg.update(s, n, bt)[0])).lower(
         b.state.student, b.state.normalizer, one_batch).compile()
     update_flops = cost(one)["flops"]
     total = sum(sec.values())
     return {"seconds": sec, "sum_s": total, "share": {k: v / total for k, v in sec.items()},
-            "insert_s": t_insert, "sample_s": t_sample,
+            "insert_s": t_insert, "sample_s": t_sample, "eval_s_per_log_point": t_eval,
             "update_flops": update_flops, "update_flop_per_s": update_flops * u / sec["updates"]}
 
 
@@ -446,6 +449,8 @@ def whole_run(cell: Cell, log_every: int, chunks: int) -> dict[str, Any]:
       after_first_env_steps_per_s: the same steps over the time from the first
         log point to ``train``'s return (final checkpoint and its commit
         included);
+      after_last_log_s: from the last log point to the return (final
+        checkpoint save and commit, closing);
       total_s, log_points, run_dir_bytes.
     """
     import threading
@@ -484,12 +489,13 @@ def whole_run(cell: Cell, log_every: int, chunks: int) -> dict[str, Any]:
     steps = sorted({r["env_steps"] for r in rows})
     walls = sorted({r["wall_s"] for r in rows})
     t_first = min(seen.values()) if seen else t_end
+    t_last = max(seen.values()) if seen else t_end
     steps_between = (steps[-1] - steps[0]) * s
     dt_between = walls[-1] - walls[0]
     return {"chunks": chunks, "log_points": len(steps), "total_s": t_end - t0, "first_log_s": t_first - t0,
             "steady_env_steps_per_s": steps_between / dt_between if dt_between > 0 else None,
             "after_first_env_steps_per_s": steps_between / (t_end - t_first) if t_end > t_first else None,
-            "run_dir_bytes": size}
+            "after_last_log_s": t_end - t_last, "run_dir_bytes": size}
 
 
 # ------------------------------------------------------------------ driver
@@ -548,6 +554,7 @@ def run(cells: Sequence[Cell], *, log_every: int = 10, chunks: int = 3, rounds: 
             progress(f"profile {b.cell.name}")
             prof = profile(b, reps)
             prof["fused_over_sum"] = it / prof["sum_s"]
+            prof["eval_over_chunk"] = prof["eval_s_per_log_point"] / (it * log_every)
             prof["update_over_matmul"] = prof["update_flop_per_s"] / out["matmul_flop_per_s"]
             b.result["profile"] = prof
         if do_cost:

@@ -56,6 +56,7 @@ def test_bench_prints_and_writes_every_field(tmp_path, capsys):
     assert sum(p["share"].values()) == pytest.approx(1.0)
     assert p["sum_s"] == pytest.approx(sum(p["seconds"].values()))
     assert p["seconds"]["replay"] == pytest.approx(p["insert_s"] + p["sample_s"])
+    assert _positive(p["eval_s_per_log_point"]) and _positive(p["eval_over_chunk"])
     assert _positive(p["update_flops"]) and _positive(p["update_flop_per_s"])
     assert p["update_over_matmul"] == pytest.approx(p["update_flop_per_s"] / r["matmul_flop_per_s"])
 
@@ -80,6 +81,7 @@ def test_bench_prints_and_writes_every_field(tmp_path, capsys):
     for key in ("first_log_s", "total_s", "steady_env_steps_per_s", "after_first_env_steps_per_s", "steady_over_chunk"):
         assert _positive(float(t[key])), key
     assert t["first_log_s"] < t["total_s"] and t["run_dir_bytes"] > 0
+    assert 0 < t["after_last_log_s"] < t["total_s"]
 
     for header in ("### Throughput", "### Share of an iteration", "### XLA cost per iteration", "PROJECTION",
                    "A100", "H100", "TPU-v5e"):
