@@ -170,6 +170,9 @@ def worker_bare_mjx(env: str, batch: int, seconds: float) -> None:
     t0 = time.perf_counter()
     state = jax.block_until_ready(run(state, key))
     compile_s = time.perf_counter() - t0
+    # The state from an eager reset and from a step may differ in leaf types, so the second call can
+    # compile once more: warm both before timing.
+    state = jax.block_until_ready(run(state, key))
 
     def step():
         nonlocal state, key
