@@ -118,3 +118,52 @@ def test_bench_bad_input_exits_2_before_compiling(monkeypatch, capsys, argv, fie
         main(["bench", "--env", "pendulum", "--teacher", "gaussian"] + argv)
     assert e.value.code == 2
     assert field in capsys.readouterr().err
+
+
+def _load_targets_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "bench" / "targets.py"
+    spec = importlib.util.spec_from_file_location("bench_targets", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _bench_file(cells):
+    """A minimal `mjxmeta bench` JSON with the given (cell settings, env steps/s, replay share) rows."""
+    shares = lambda replay: {p: (replay if p == "replay" else (1 - replay) / 4) for p in bench.PIECES}  # noqa: E731
+    return {"cells": [{"cell": dict(env="pendulum", teacher="gaussian", preset="baselines2017", candidates=2,
+                                    num_envs=1, **c), "chunk": {"env_steps_per_s": sps},
+                       "profile": {"share": shares(replay)}} for c, sps, replay in cells],
+            "machine": bench.machine(), "versions": bench.versions(), "command": ["mjxmeta", "bench"]}
+
+
+def test_targets_report_computes_ratios_and_verdicts(tmp_path):
+    """Capacity and S-scaling targets from synthetic bench files: ratio, met / not met, bound, README section."""
+    t = _load_targets_module()
+    (tmp_path / "targets").mkdir()
+    (tmp_path / "targets" / "capacity.json").write_text(json.dumps(_bench_file([
+        (dict(seeds=4, buffer_size=10_000), 1000.0, 0.1), (dict(seeds=4, buffer_size=1_000_000), 950.0, 0.12),
+        (dict(seeds=16, buffer_size=10_000), 2000.0, 0.1), (dict(seeds=16, buffer_size=1_000_000), 1000.0, 0.5)])))
+    (tmp_path / "targets" / "seeds.json").write_text(json.dumps(_bench_file([
+        (dict(seeds=1, buffer_size=1_000_000), 1000.0, 0.1), (dict(seeds=16, buffer_size=1_000_000), 5000.0, 0.1)])))
+    rows = {r["target"]: r for r in t.targets(tmp_path)}
+    cap4 = rows["time per env step, capacity 1e6 ÷ 1e4 (pendulum gaussian, S = 4)"]
+    cap16 = rows["time per env step, capacity 1e6 ÷ 1e4 (pendulum gaussian, S = 16)"]
+    seeds = rows["aggregate env steps/s, S = 16 ÷ S = 1 (inverted_pendulum gaussian)"]
+    assert cap4["value"] == pytest.approx(1000 / 950) and cap4["met"] is True and cap4["bound"] == ""
+    assert cap16["value"] == pytest.approx(2.0) and cap16["met"] is False
+    assert "replay share 50 % at 1e6 vs 10 % at 1e4" in cap16["bound"]
+    assert seeds["value"] == pytest.approx(5.0) and seeds["met"] is True
+    assert all(r["met"] is None and r["value"] is None for k, r in rows.items() if "capacity" not in k
+               and "S = 16 ÷ S = 1" not in k)
+
+    readme = tmp_path / "PROJECT_README.md"
+    readme.write_text(f"# x\n## Speed\n{t.BEGIN}\nstale speed table\n{t.END}\nafter\n")
+    out = t.report(tmp_path, readme)
+    text = out.read_text()
+    assert "| 2.00 | ≤ 1.15 | **not met** |" in text and "| 1.05 | ≤ 1.15 | met |" in text
+    new = readme.read_text()
+    assert "stale speed table" not in new and new.endswith(f"{t.END}\nafter\n") and "| 5.00 | ≥ 4 | met |" in new
