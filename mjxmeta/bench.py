@@ -7,8 +7,8 @@ capacities it measures, in one process:
   ``log_every`` iterations in one ``lax.scan``, vmapped over S seeds);
 * **chunk**: steady-state env steps/s and student updates/s of the fused chunk
   (total over seeds and per seed), the median over ``--rounds`` rounds; the
-  rounds alternate over the cells, so ratios between cells of one call are
-  measured under the same load;
+  rounds alternate over the cells (the order reversed every other round), so
+  ratios between cells of one call are measured under the same load;
 * **profile**: the share of an iteration spent in D0 rollout / look-ahead /
   R-hat + D1 (with the teacher step) / replay (insert + sampling) / student
   updates, each piece jitted and vmapped over S on its own and timed with
@@ -39,7 +39,9 @@ each body's cost taken from its own compile:
 
 XLA also counts a gather as reading its whole operand, so each replay sample
 would "read" the whole buffer; the projection counts the rows a sample really
-moves (``2 * batch * row bytes``) and the JSON keeps XLA's raw figure too.
+moves (``2 * batch * row bytes``) for every replay gather of an iteration (one
+per student update, plus one per look-ahead update when the look-ahead mixes
+buffer rows in) and the JSON keeps XLA's raw figure too.
 
 Roofline projection (a projection, not a measurement): time per iteration
 >= max(FLOPs / peak FLOP/s, bytes / HBM bandwidth, trips * 10 us), with vendor
@@ -315,7 +317,10 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
 
         def rhat(s, p, k, inp, r):
             returns, d1 = tr.returns_and_d1(s, p, k)
-            return tr.teacher_update(s, meta.meta_rewards(returns), inp, r), d1
+            rewards = meta.meta_rewards(returns)
+            grad, adv, ema = meta.meta_gradient(tr.teacher, s.teacher, rewards, inp, r)
+            teacher, _, _ = tr.teacher_update(s, dict(grad=grad, adv=adv, ema=ema, rewards=rewards))
+            return teacher, d1
 
         rhat_fn = vm(rhat)
         sec["rhat_d1"] = timed(lambda: rhat_fn(st, primes, ks(2), inputs, raw), reps)
@@ -356,7 +361,7 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
     # Student updates on the pre-drawn batches (no sampling inside).
     def updates(student, norm, bs):
         pick = lambda i: (i + 1, jax.tree.map(lambda x: x[i], bs))  # noqa: E731
-        new, _, _ = tr.ddpg.update_many(student, norm, pick, jnp.zeros((), jnp.int32), u)
+        new, _, _ = tr.student.update_many(student, norm, pick, jnp.zeros((), jnp.int32), u)
         return new
 
     upd_fn = vm(updates)
@@ -367,7 +372,8 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
     t_eval = timed(lambda: tr.evaluate_seeds(st, tr.eval_keys(0)), reps)
 
     one_batch = jax.tree.map(lambda x: x[:, 0], sampled)
-    one = jax.jit(jax.vmap(lambda s, n, bt: tr.ddpg.update(s, n, bt)[0])).lower(
+    one_update = lambda s, n, bt: tr.student.update_many(s, n, lambda c: (c, bt), 0, 1)[0]  # noqa: E731
+    one = jax.jit(jax.vmap(one_update)).lower(
         b.state.student, b.state.normalizer, one_batch).compile()
     update_flops = cost(one)["flops"]
     total = sum(sec.values())
@@ -423,22 +429,26 @@ def cost_per_iteration(b: Bench) -> dict[str, Any]:
     # XLA counts a gather as reading its whole operand, so every replay sample
     # "reads" the whole buffer. Count the rows it really moves instead.
     sample_xla = compile_cost(lambda buf: tr.replay.sample(buf)[1], st.buffer)["bytes"]
-    sample_rows = 2.0 * c.student.batch_size * replay_row_bytes(st.buffer, c.student.buffer_size) * c.seeds
+    sample_rows = 2.0 * c.student.batch_size * replay_row_bytes(st.buffer) * c.seeds
+    # Replay gathers per iteration: one per student update, and one per look-ahead update when the
+    # look-ahead mixes buffer rows into its minibatches (its key is shared by the K candidates).
+    gathers = c.student_updates + (c.lookahead_updates if c.is_meta and c.meta.lookahead_data == "mixed" else 0)
     sequential = c.rollout_steps + c.student_updates + (c.lookahead_updates + c.meta.return_horizon
                                                         if c.is_meta else 0)
     return {"flops": flops, "bytes_xla": bytes_,
-            "bytes": bytes_ - c.student_updates * max(sample_xla - sample_rows, 0.0),
+            "bytes": bytes_ - gathers * max(sample_xla - sample_rows, 0.0), "replay_gathers": gathers,
             "sample_bytes_xla": sample_xla, "sample_bytes_rows": sample_rows,
             "bodies": body, "trips": trips, "sequential_trips": sequential}
 
 
-def replay_row_bytes(buffer, capacity: int) -> int:
-    """Bytes of one stored transition: leaves of the (S-batched) buffer with a capacity axis at 1."""
-    import jax
-    import numpy as np
+def replay_row_bytes(buffer) -> int:
+    """Bytes of one stored transition: the last axis of the replay's flat float32 rows.
 
-    return sum(int(np.prod(x.shape[2:])) * x.dtype.itemsize for x in jax.tree.leaves(buffer)
-               if x.ndim >= 2 and x.shape[1] == capacity)
+    ``buffer`` is a :class:`mjxmeta.replay.BufferState` (any leading axes):
+    ``data.experience`` has shape (..., capacity, row_size).
+    """
+    x = buffer.data.experience
+    return int(x.shape[-1]) * x.dtype.itemsize
 
 
 # -------------------------------------------------------------- whole run
@@ -547,10 +557,11 @@ def run(cells: Sequence[Cell], *, log_every: int = 10, chunks: int = 3, rounds: 
         benches.append(setup(cell, log_every))
     per_chunk: dict[int, list[float]] = {i: [] for i in range(len(benches))}
     matmul: list[float] = []
-    for r in range(rounds):  # alternate cells within every round
+    for r in range(rounds):  # alternate cells within every round, the order reversed every other round
         progress(f"round {r + 1}/{rounds}")
         matmul.append(matmul_flops())
-        for i, b in enumerate(benches):
+        order = list(enumerate(benches))
+        for i, b in order if r % 2 == 0 else order[::-1]:
             per_chunk[i].append(time_chunks(b, chunks))
     out["matmul_flop_per_s"] = statistics.median(matmul)
     out["matmul_flop_per_s_rounds"] = matmul
