@@ -10,7 +10,8 @@ Contenders, at matched settings (per preset; see ``PRESETS`` below):
 * the same peers as two concurrent processes (the aggregate that two cores
   give a user of a per-seed trainer);
 * the bare envs with random actions: native MuJoCo (gymnasium, one env) vs MJX
-  through ``mjxmeta.envs.make`` (auto-reset included) at 1 and 16 envs.
+  through ``mjxmeta.envs.make`` (auto-reset from a start pool refilled every
+  100 steps, as in training) at 1 and 16 envs.
 
 Every measurement is a fresh worker process that reports steady env steps/s
 (learning starts and compile excluded: it first warms up, then times whole
@@ -151,19 +152,26 @@ def worker_bare_native(env_id: str, seconds: float) -> None:
 
 
 def worker_bare_mjx(env: str, batch: int, seconds: float) -> None:
-    """Random actions on ``batch`` MJX envs from ``mjxmeta.envs.make``: a jitted 1000-step scan per call."""
+    """Random actions on ``batch`` MJX envs from ``mjxmeta.envs.make``: a jitted 1000-step scan per call.
+
+    Auto-reset as in a ``gaussian`` training run: a pool of 10 fresh starts per
+    env (T = 100 steps / 10), refilled every 100 steps.
+    """
     import jax
 
     from mjxmeta.envs import make
 
-    e = make(env)
+    e = make(env, starts_per_env=10)
 
     @jax.jit
     def run(state, key):
         def body(s, k):
             a = jax.random.uniform(k, (batch, e.action_size), minval=-1.0, maxval=1.0)
             return e.step(s, a), None
-        return jax.lax.scan(body, state, jax.random.split(key, 1000))[0]
+
+        def iteration(s, k):
+            return jax.lax.scan(body, e.refill(s), jax.random.split(k, 100))[0], None
+        return jax.lax.scan(iteration, state, jax.random.split(key, 10))[0]
 
     state = e.reset(jax.random.split(jax.random.PRNGKey(0), batch))
     key = jax.random.PRNGKey(1)
@@ -296,9 +304,10 @@ def summarize(raw_path: Path, a) -> dict:
             by.setdefault(r["what"], []).append(r["env_steps_per_s"])
     med = {k: {"median": statistics.median(v), "reps": v} for k, v in by.items()}
     ratios = {}
+    measured_seeds = sorted({int(k.rsplit("S=", 1)[1]) for k in med if k.startswith("mjxmeta gaussian ")})
     for gym_id, mjx in ENVS.items():
         for preset in PRESETS:
-            for s in getattr(a, "mjx_seeds", [1, 16]):
+            for s in measured_seeds:  # every S in the raw rows, whichever invocation measured it
                 ours = med.get(f"mjxmeta gaussian {mjx} {preset} S={s}")
                 for peer in ("sbx", "sb3"):
                     for suffix in ("", " x2 concurrent"):

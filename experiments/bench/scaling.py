@@ -16,6 +16,7 @@ the ratios that are targets are measured in one process by ``targets.py``.
     python experiments/bench/scaling.py            # every missing cell
     python experiments/bench/scaling.py --list     # what would run
     python experiments/bench/scaling.py --rows S   # one row only
+    python experiments/bench/scaling.py --rows S --seeds 1 4 16   # S = 64 left out
 """
 
 from __future__ import annotations
@@ -70,11 +71,12 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--seeds", nargs="+", type=int, default=None, help="only the cells with these S (default: all)")
     ap.add_argument("--list", action="store_true", help="print the cells and whether they are done")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    todo = cells(a.rows)
+    todo = [c for c in cells(a.rows) if a.seeds is None or c["S"] in a.seeds]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     for i, c in enumerate(todo):
         path = out / f"{cell_name(c)}.json"
