@@ -4,7 +4,9 @@ For every cell of the product envs x teachers x presets x S x K x N x replay
 capacities it measures, in one process:
 
 * **compile**: lowering + XLA compile of the fused chunk (``Trainer.run_chunk``,
-  ``log_every`` iterations in one ``lax.scan``, vmapped over S seeds);
+  ``log_every`` iterations in one ``lax.scan``, vmapped over S seeds), wall
+  seconds and the process's CPU seconds (all threads; on a loaded machine the
+  wall time grows with the load, the CPU time much less);
 * **chunk**: steady-state env steps/s and student updates/s of the fused chunk
   (total over seeds and per seed), the median over ``--rounds`` rounds; the
   rounds alternate over the cells (the order reversed every other round), so
@@ -242,9 +244,9 @@ def setup(cell: Cell, log_every: int) -> Bench:
     t0 = time.perf_counter()
     state = jax.block_until_ready(tr.shard(tr.init_seeds(tr.seed_keys())))
     t_init = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     compiled = tr.run_chunk.lower(state).compile()
-    t_compile = time.perf_counter() - t0
+    t_compile, cpu_compile = time.perf_counter() - t0, time.process_time() - c0
     t0 = time.perf_counter()
     state, _ = compiled(state)
     jax.block_until_ready(state)
@@ -254,7 +256,7 @@ def setup(cell: Cell, log_every: int) -> Bench:
               "steps_per_iteration": c.steps_per_iteration, "updates_per_iteration": c.student_updates,
               "rollout_steps": c.rollout_steps, "return_horizon": c.meta.return_horizon if c.is_meta else 0,
               "lookahead_updates": c.lookahead_updates if c.is_meta else 0,
-              "init_s": t_init, "compile_s": t_compile, "first_chunk_s": t_first,
+              "init_s": t_init, "compile_s": t_compile, "compile_cpu_s": cpu_compile, "first_chunk_s": t_first,
               "chunk_cost_loops_once": cost(compiled)}
     return Bench(cell, config, tr, compiled, state, result)
 

@@ -40,7 +40,7 @@ def test_bench_prints_and_writes_every_field(tmp_path, capsys):
     (c,) = r["cells"]
     assert c["cell"] == {"env": "pendulum", "teacher": "meta", "preset": "baselines2017", "seeds": 2,
                          "candidates": 2, "num_envs": 1, "buffer_size": 20000}
-    for k in ("init_s", "compile_s", "first_chunk_s", "peak_rss_mib"):
+    for k in ("init_s", "compile_s", "compile_cpu_s", "first_chunk_s", "peak_rss_mib"):
         assert _positive(c[k]), k
     ch = c["chunk"]
     assert len(ch["rounds_s_per_chunk"]) == 2
@@ -131,11 +131,16 @@ def _load_targets_module():
     return mod
 
 
-def _bench_file(cells):
-    """A minimal `mjxmeta bench` JSON with the given (cell settings, env steps/s, replay share) rows."""
+def _bench_file(cells, scale=(1.0, 1.0, 1.0)):
+    """A minimal `mjxmeta bench` JSON with the given (cell settings, env steps/s, replay share) rows.
+
+    Each cell's rounds run at ``sps * scale[i]`` env steps/s (100 steps per iteration, 10 per chunk).
+    """
     shares = lambda replay: {p: (replay if p == "replay" else (1 - replay) / 4) for p in bench.PIECES}  # noqa: E731
+    rounds = lambda c, sps: [100 * 10 * c["seeds"] / (sps * f) for f in scale]  # noqa: E731
     return {"cells": [{"cell": dict(env="pendulum", teacher="gaussian", preset="baselines2017", candidates=2,
-                                    num_envs=1, **c), "chunk": {"env_steps_per_s": sps},
+                                    num_envs=1, **c), "steps_per_iteration": 100, "log_every": 10,
+                       "chunk": {"env_steps_per_s": sps, "rounds_s_per_chunk": rounds(c, sps)},
                        "profile": {"share": shares(replay)}} for c, sps, replay in cells],
             "machine": bench.machine(), "versions": bench.versions(), "command": ["mjxmeta", "bench"]}
 
@@ -147,8 +152,11 @@ def test_targets_report_computes_ratios_and_verdicts(tmp_path):
     (tmp_path / "targets" / "capacity.json").write_text(json.dumps(_bench_file([
         (dict(seeds=4, buffer_size=10_000), 1000.0, 0.1), (dict(seeds=4, buffer_size=1_000_000), 950.0, 0.12),
         (dict(seeds=16, buffer_size=10_000), 2000.0, 0.1), (dict(seeds=16, buffer_size=1_000_000), 1000.0, 0.5)])))
-    (tmp_path / "targets" / "seeds.json").write_text(json.dumps(_bench_file([
-        (dict(seeds=1, buffer_size=1_000_000), 1000.0, 0.1), (dict(seeds=16, buffer_size=1_000_000), 5000.0, 0.1)])))
+    seeds_file = _bench_file([(dict(seeds=1, buffer_size=1_000_000), 1000.0, 0.1),
+                              (dict(seeds=16, buffer_size=1_000_000), 5000.0, 0.1)])
+    # S = 16's rounds at 0.9x, 1x, 1.2x of its median while S = 1's stay put: per-round ratios 4.5, 5, 6
+    seeds_file["cells"][1]["chunk"]["rounds_s_per_chunk"] = [100 * 10 * 16 / (5000.0 * f) for f in (0.9, 1.0, 1.2)]
+    (tmp_path / "targets" / "seeds.json").write_text(json.dumps(seeds_file))
     rows = {r["target"]: r for r in t.targets(tmp_path)}
     cap4 = rows["time per env step, capacity 1e6 ÷ 1e4 (pendulum gaussian, S = 4)"]
     cap16 = rows["time per env step, capacity 1e6 ÷ 1e4 (pendulum gaussian, S = 16)"]
@@ -157,6 +165,8 @@ def test_targets_report_computes_ratios_and_verdicts(tmp_path):
     assert cap16["value"] == pytest.approx(2.0) and cap16["met"] is False
     assert "replay share 50 % at 1e6 vs 10 % at 1e4" in cap16["bound"]
     assert seeds["value"] == pytest.approx(5.0) and seeds["met"] is True
+    assert seeds["spread"] == pytest.approx((4.5, 6.0)) and cap4["spread"] == pytest.approx((1000 / 950,) * 2)
+    assert seeds["load"] == seeds_file["machine"]["loadavg"][0]
     assert all(r["met"] is None and r["value"] is None for k, r in rows.items() if "capacity" not in k
                and "S = 16 ÷ S = 1" not in k)
 
@@ -164,6 +174,6 @@ def test_targets_report_computes_ratios_and_verdicts(tmp_path):
     readme.write_text(f"# x\n## Speed\n{t.BEGIN}\nstale speed table\n{t.END}\nafter\n")
     out = t.report(tmp_path, readme)
     text = out.read_text()
-    assert "| 2.00 | ≤ 1.15 | **not met** |" in text and "| 1.05 | ≤ 1.15 | met |" in text
+    assert "| 2.00 | 2.00–2.00 | ≤ 1.15 | **not met** |" in text and "| 1.05 | 1.05–1.05 | ≤ 1.15 | met |" in text
     new = readme.read_text()
-    assert "stale speed table" not in new and new.endswith(f"{t.END}\nafter\n") and "| 5.00 | ≥ 4 | met |" in new
+    assert "stale speed table" not in new and new.endswith(f"{t.END}\nafter\n") and "| 5.00 | 4.50–6.00 | ≥ 4 | met |" in new

@@ -105,7 +105,7 @@ def measure(names: list[str], out: Path) -> None:
 
 
 # ------------------------------------------------------------------ report
-def _load(path: Path):
+def _load_json(path: Path):
     return json.loads(path.read_text()) if path.exists() else None
 
 
@@ -125,41 +125,73 @@ def _bound(c: dict) -> str:
     return ", ".join(f"{PIECE_LABELS[k]} {100 * v:.0f} %" for k, v in share[:2] if v > 0)
 
 
+def _round_rates(c: dict) -> list[float]:
+    """Env steps/s (all seeds) of each alternating round of a bench cell."""
+    steps = c["steps_per_iteration"] * c["log_every"] * c["cell"]["seeds"]
+    return [steps / t for t in c["chunk"]["rounds_s_per_chunk"]]
+
+
+def _spread(num: list[float], den: list[float]) -> tuple[float, float] | None:
+    """(min, max) of the per-round ratios num[i] / den[i] (rounds alternate, so round i pairs up)."""
+    ratios = [a / b for a, b in zip(num, den)]
+    return (min(ratios), max(ratios)) if ratios else None
+
+
+def _load_avg(result: dict | None) -> float | None:
+    """1-minute load average when the measurement started."""
+    return result["machine"]["loadavg"][0] if result else None
+
+
 def targets(res: Path) -> list[dict]:
-    """Every target of the issue with its measured value (None when not measured yet)."""
-    t = {name: _load(res / "targets" / f"{name}.json") for name in list(BENCHES) + ["second_run"]}
-    peers = _load(res / "peers.json")
+    """Every target of the issue with its measured value (None when not measured yet).
+
+    Each row: target, value (ratio of medians), spread ((min, max) of the
+    per-repetition ratios, or None), op, goal, met (None = not measured),
+    bound (what the profile says bounds a missed target), load (1-minute load
+    average at the start), source.
+    """
+    t = {name: _load_json(res / "targets" / f"{name}.json") for name in list(BENCHES) + ["second_run"]}
+    peers = _load_json(res / "peers.json")
     rows: list[dict] = []
 
-    def add(what, value, op, goal, bound="", source=""):
+    def add(what, value, op, goal, bound="", source="", spread=None, load=None):
         met = None if value is None else (value <= goal if op == "≤" else value >= goal)
-        rows.append({"target": what, "value": value, "op": op, "goal": goal, "met": met,
-                     "bound": bound if met is False else "", "source": source})
+        rows.append({"target": what, "value": value, "spread": spread, "op": op, "goal": goal, "met": met,
+                     "bound": bound if met is False else "", "load": load, "source": source})
 
     cap = t["capacity"]
     for s in (4, 16):
-        v, bound = None, ""
+        v, bound, spread = None, "", None
         big = _cell(cap, seeds=s, buffer_size=1_000_000)
         small = _cell(cap, seeds=s, buffer_size=10_000)
         if big and small:
             v = small["chunk"]["env_steps_per_s"] / big["chunk"]["env_steps_per_s"]
+            spread = _spread(_round_rates(small), _round_rates(big)) if "steps_per_iteration" in big else None
             bound = (f"replay share {100 * big['profile']['share']['replay']:.0f} % at 1e6 vs "
                      f"{100 * small['profile']['share']['replay']:.0f} % at 1e4")
         add(f"time per env step, capacity 1e6 ÷ 1e4 (pendulum gaussian, S = {s})", v, "≤", 1.15, bound,
-            "targets/capacity.json")
+            "targets/capacity.json", spread, _load_avg(cap))
     sd = t["seeds"]
-    v = bound = None
+    v = bound = spread = None
     one, many = _cell(sd, seeds=1), _cell(sd, seeds=16)
     if one and many:
         v = many["chunk"]["env_steps_per_s"] / one["chunk"]["env_steps_per_s"]
-        bound = f"S = 16: {_bound(many)}; per-seed update time × S (updates are vmapped, not free on 2 cores)"
+        spread = _spread(_round_rates(many), _round_rates(one)) if "steps_per_iteration" in one else None
+        bound = (f"S = 16: {_bound(many)}; the update is vmapped over the seeds, so 16 seeds cost ~16 updates "
+                 "of work on 2 cores: only S = 1's fixed per-iteration overhead is amortized")
     add("aggregate env steps/s, S = 16 ÷ S = 1 (inverted_pendulum gaussian)", v, "≥", 4.0, bound or "",
-        "targets/seeds.json")
-    v = None
+        "targets/seeds.json", spread, _load_avg(sd))
+    v = spread = None
+    key_ours = "mjxmeta gaussian inverted_pendulum baselines2017 S=16"
+    key_sbx = "sbx InvertedPendulum-v4 baselines2017 x2 concurrent"
     if peers:
         v = peers["ratios"].get("mjxmeta S=16 / sbx x2 concurrent (InvertedPendulum-v4, baselines2017)")
+        med = peers["medians"]
+        if key_ours in med and key_sbx in med:
+            spread = _spread(med[key_ours]["reps"], med[key_sbx]["reps"])
     add("mjxmeta S = 16 ÷ two concurrent SBX processes (InvertedPendulum, baselines2017)", v, "≥", 4.0,
-        "see peers table: SBX per process vs mjxmeta per seed", "peers.json")
+        "see peers table: SBX per process vs mjxmeta per seed", "peers.json", spread,
+        peers["machine"]["loadavg"][0] if peers else None)
     w = t["whole_run"]
     v = bound = None
     if w:
@@ -170,34 +202,39 @@ def targets(res: Path) -> list[dict]:
                  f"= {pr.get('eval_over_chunk', float('nan')):.2f} chunk; final checkpoint and close "
                  f"{tr['after_last_log_s']:.1f} s over {tr['chunks']} chunks")
     add("whole `mjxmeta train` ÷ fused chunk, env steps/s after the first log point (README main job)", v, "≥",
-        0.8, bound or "", "targets/whole_run.json")
+        0.8, bound or "", "targets/whole_run.json", None, _load_avg(w))
     m = t["meta_k1"]
-    v = bound = None
+    v = bound = spread = None
     g, me = _cell(m, teacher="gaussian"), _cell(m, teacher="meta")
     if g and me:
         v = g["chunk"]["env_steps_per_s"] / me["chunk"]["env_steps_per_s"]
+        spread = _spread(_round_rates(g), _round_rates(me)) if "steps_per_iteration" in g else None
         bound = f"meta: {_bound(me)}"
     add("wall time per env step, meta K = 1 ÷ gaussian (inverted_pendulum, S = 1)", v, "≤", 1.6, bound or "",
-        "targets/meta_k1.json")
+        "targets/meta_k1.json", spread, _load_avg(m))
     f = t["modern_flops"]
-    v = bound = None
+    v = bound = spread = None
     if f:
         p = f["cells"][0]["profile"]
         v = p["update_over_matmul"]
+        mm = f["matmul_flop_per_s_rounds"]
+        spread = (p["update_flop_per_s"] / max(mm), p["update_flop_per_s"] / min(mm))
         bound = (f"update {p['update_flop_per_s'] / 1e9:.0f} GFLOP/s vs matmul {f['matmul_flop_per_s'] / 1e9:.0f}: "
                  "the update is a chain of 256-wide matmuls, layer ops and Adam steps, not one large GEMM")
     add("`modern` student update FLOP/s ÷ dense 256³ matmul FLOP/s", v, "≥", 0.5, bound or "",
-        "targets/modern_flops.json")
+        "targets/modern_flops.json", spread, _load_avg(f))
     ch = t["compile_hopper"]
     for teacher in ("gaussian", "meta"):
         c = _cell(ch, teacher=teacher)
-        add(f"compile of the fused chunk, hopper {teacher}, cold cache (s)", c["compile_s"] if c else None, "≤", 60.0,
-            "XLA compile of the MJX step inside nested scans (no cache)", "targets/compile_hopper.json")
+        cpu = f"; {c['compile_cpu_s']:.0f} CPU s" if c and "compile_cpu_s" in c else ""
+        add(f"compile of the fused chunk, hopper {teacher}, cold cache (wall s)", c["compile_s"] if c else None, "≤",
+            60.0, f"XLA compile of the MJX step inside nested scans (no cache){cpu}; wall time grows with the load",
+            "targets/compile_hopper.json", None, _load_avg(ch))
     sr = t["second_run"]
     add("second `mjxmeta train` (hopper meta) to the first log point, warm cache (s)",
         sr["runs"][1]["first_log_s"] if sr else None, "≤", 5.0,
         (f"first run {sr['runs'][0]['first_log_s']:.1f} s; the rest is imports, init and the first chunk itself"
-         if sr else ""), "targets/second_run.json")
+         if sr else ""), "targets/second_run.json", None, _load_avg(sr))
     return rows
 
 
@@ -208,10 +245,17 @@ def _num(v) -> str:
 
 
 def targets_table(rows: list[dict]) -> list[str]:
-    lines = ["| target | measured | goal | met | what bounds it (missed) |", "| --- | ---: | ---: | --- | --- |"]
+    lines = ["Measured = ratio of medians (or median seconds); range = min–max of the per-round ratios "
+             "(rounds alternate, so round i of one cell pairs with round i of the other); load = 1-minute load "
+             "average of this 2-core machine when the measurement started.", "",
+             "| target | measured | range | goal | met | load | what bounds it (missed) |",
+             "| --- | ---: | ---: | ---: | --- | ---: | --- |"]
     for r in rows:
         met = {True: "met", False: "**not met**", None: "pending"}[r["met"]]
-        lines.append(f"| {r['target']} | {_num(r['value'])} | {r['op']} {r['goal']:g} | {met} | {r['bound']} |")
+        spread = f"{r['spread'][0]:.2f}–{r['spread'][1]:.2f}" if r.get("spread") else "—"
+        load = f"{r['load']:.1f}" if r.get("load") is not None else "—"
+        lines.append(f"| {r['target']} | {_num(r['value'])} | {spread} | {r['op']} {r['goal']:g} | {met} | {load} | "
+                     f"{r['bound']} |")
     return lines
 
 
@@ -243,7 +287,7 @@ def scaling_tables(res: Path) -> list[str]:
 
 
 def peers_tables(res: Path) -> list[str]:
-    p = _load(res / "peers.json")
+    p = _load_json(res / "peers.json")
     if not p:
         return ["(peers not measured yet: `python experiments/bench/peers.py`)"]
     lines = ["| measurement | env steps/s (median) | repetitions |", "| --- | ---: | --- |"]
