@@ -27,7 +27,9 @@ separate venv given by ``--peer-python``):
 
 Matched: network widths, batch size, actor/critic learning rates (SB3 has one
 learning rate: the actor's is used for both), tau, gamma, replay capacity
-1e6, 1 update per 2 env steps (50 updates every 100 steps), learning starts
+1e6, 1 update per 2 env steps (peers: 50 updates every 100 steps; mjxmeta
+``modern``: 200 updates per iteration of 4 envs x 100 steps, as its batch of
+256 must fit the rows one iteration inserts), learning starts
 100 (mjxmeta's first update comes after its first 100-step rollout), Gaussian
 action noise sigma = 0.2 in [-1, 1] action units. LayerNorm (baselines2017):
 mjxmeta actor and critic; SBX critic only (its actor has no option); SB3 none.
@@ -52,8 +54,11 @@ RESULTS = HERE / "results"
 
 ENVS = {"InvertedPendulum-v4": "inverted_pendulum", "Hopper-v4": "hopper"}
 PRESETS = {
-    "baselines2017": dict(hidden=[64, 64], batch=64, actor_lr=1e-4, critic_lr=1e-3, tau=0.01, layer_norm=True),
-    "modern": dict(hidden=[256, 256], batch=256, actor_lr=3e-4, critic_lr=3e-4, tau=0.005, layer_norm=False),
+    "baselines2017": dict(hidden=[64, 64], batch=64, actor_lr=1e-4, critic_lr=1e-3, tau=0.01, layer_norm=True,
+                          num_envs=1),
+    # mjxmeta needs a batch <= the rows inserted per iteration: 4 teacher envs x 100 steps (200 updates)
+    "modern": dict(hidden=[256, 256], batch=256, actor_lr=3e-4, critic_lr=3e-4, tau=0.005, layer_norm=False,
+                   num_envs=4),
 }
 COMMON = dict(gamma=0.99, buffer=1_000_000, learning_starts=100, train_every=100, updates=50, noise=0.2)
 
@@ -124,7 +129,7 @@ def worker_mjx(env: str, preset: str, seeds: int, seconds: float) -> None:
     """mjxmeta ``gaussian``: compile + one warm chunk, then timed fused chunks (1000 env steps per seed each)."""
     from mjxmeta import bench
 
-    cell = bench.Cell(env, "gaussian", preset, seeds, 2, 1, COMMON["buffer"])
+    cell = bench.Cell(env, "gaussian", preset, seeds, 2, PRESETS[preset]["num_envs"], COMMON["buffer"])
     b = bench.setup(cell, log_every=10)
     steps = b.config.steps_per_iteration * b.config.log_every * seeds
     n, dt = _timebox(lambda: (bench.time_chunks(b, 1), steps)[1], seconds)

@@ -46,6 +46,7 @@ BENCHES = {
     "meta_k1": ["--env", "inverted_pendulum", "--teacher", "gaussian", "meta", "--candidates", "1", "--seeds", "1",
                 "--rounds", "5", "--train-chunks", "0", "--no-cost"],
     "modern_flops": ["--env", "inverted_pendulum", "--teacher", "gaussian", "--preset", "modern", "--seeds", "1",
+                     "--num-envs", "4",
                      "--rounds", "3", "--reps", "7", "--train-chunks", "0"],
     "compile_hopper": ["--env", "hopper", "--teacher", "gaussian", "meta", "--cold", "--rounds", "1",
                        "--chunks", "1", "--train-chunks", "0", "--no-profile", "--no-cost"],
