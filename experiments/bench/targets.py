@@ -186,7 +186,7 @@ def targets(res: Path) -> list[dict]:
         v = many["chunk"]["env_steps_per_s"] / one["chunk"]["env_steps_per_s"]
         spread = _spread(_round_rates(many), _round_rates(one)) if "steps_per_iteration" in one else None
         bound = f"S = 16: {_bound(many)}"
-        if "profile" in one and "profile" in many:
+        if all("update_flop_per_s" in c.get("profile", {}) for c in (one, many)):
             bound += (f"; the student update runs at {one['profile']['update_flop_per_s'] / 1e9:.0f} GFLOP/s for one "
                       f"seed and {many['profile']['update_flop_per_s'] / 1e9:.0f} for 16 vmapped seeds, so 16 seeds "
                       "cost nearly 16x the update work of one on 2 cores; batching only amortizes per-step overhead")
