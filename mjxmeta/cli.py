@@ -1,4 +1,4 @@
-"""Command line: ``mjxmeta train | eval | report | render``.
+"""Command line: ``mjxmeta train | eval | report | render | bench``.
 
 ``mjxmeta train`` validates the whole config before anything compiles, writes
 ``RUN/config.json``, runs the fused trainer chunk by chunk with a progress bar,
@@ -185,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     _add_distributed_flags(t)
     _add_config_flags(t)
+    sub.add_parser("bench", add_help=False, help="throughput benchmark; see `mjxmeta bench --help` (mjxmeta.bench)")
     e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
     e.add_argument("run", help="run directory")
     e.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
@@ -430,6 +431,10 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["bench"]:  # own parser: mjxmeta/bench.py
+        from mjxmeta.bench import main as bench_main
+        return bench_main(args[1:])
     parser = build_parser()
     a = parser.parse_args(argv)
     if a.command != "report":  # the commands that compile; before their first compile
