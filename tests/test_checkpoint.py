@@ -52,7 +52,8 @@ CLI = [sys.executable, "-m", "mjxmeta.cli"]
 LAUNCHER = HERE / "_fault_launcher.py"  # mjxmeta.cli with faults injected (its docstring lists them)
 FLAGS = ["--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--hidden", "16,16", "--teacher-hidden", "16,16",
          "--batch-size", "32", "--buffer-size", "20000", "--rollout-steps", "50", "--return-horizon", "50",
-         "--log-every", "2", "--eval-envs", "2", "--no-progress", "--checkpoint-every", "2"]
+         "--log-every", "2", "--eval-envs", "2", "--no-progress", "--checkpoint-every", "2",
+         "--eval-every", "1"]  # every log point evaluates: a half run's last point would otherwise add one
 SEEDS = (0, 1)
 STEPS_PER_ITERATION = 250
 X = 2000                 # 8 iterations = 4 chunks
