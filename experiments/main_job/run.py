@@ -42,7 +42,8 @@ CANDIDATES: dict[str, list[str]] = {
     "meta_variance": ["--teacher", "meta_variance"],
     "modern_residual": ["--preset", "modern", "--teacher-residual"],
     "actor_lr3e-5_residual": ["--actor-lr", "3e-5", "--teacher-residual"],
-    "lookahead_d0": ["--lookahead-data", "d0"],  # the look-ahead default before the meta-gradient study
+    "lookahead_d0": ["--lookahead-data", "d0"],
+    "steps100k": ["--total-steps", "100000"],  # the look-ahead default before the meta-gradient study
 }
 
 
