@@ -42,7 +42,7 @@ BENCHES = {
     "seeds": ["--env", "inverted_pendulum", "--teacher", "gaussian", "--seeds", "1", "16", "--rounds", "5",
               "--train-chunks", "0", "--no-cost"],
     "whole_run": ["--env", "inverted_pendulum", "--teacher", "meta", "--seeds", "4", "--candidates", "2",
-                  "--rounds", "3", "--train-chunks", "7", "--no-cost"],
+                  "--rounds", "2", "--chunks", "2", "--train-chunks", "5", "--no-cost"],
     "meta_k1": ["--env", "inverted_pendulum", "--teacher", "gaussian", "meta", "--candidates", "1", "--seeds", "1",
                 "--rounds", "5", "--train-chunks", "0", "--no-cost"],
     "modern_flops": ["--env", "inverted_pendulum", "--teacher", "gaussian", "--preset", "modern", "--seeds", "1",
