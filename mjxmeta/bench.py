@@ -704,7 +704,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="chunks of the whole `mjxmeta train` run per cell; 0 skips it")
     p.add_argument("--no-profile", action="store_true", help="skip the per-piece profile and FLOP/s")
     p.add_argument("--no-cost", action="store_true", help="skip XLA cost analysis and the roofline projection")
-    p.add_argument("--cold", action="store_true", help="disable JAX's persistent compilation cache")
+    p.add_argument("--cold", action="store_true",
+                   help="disable JAX's persistent compilation cache (default: on, as for `mjxmeta train`)")
     p.add_argument("--json", default="bench.json", help="where to write the full result")
     return p
 
@@ -730,6 +731,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import jax
 
         jax.config.update("jax_enable_compilation_cache", False)
+    else:  # the same persistent compilation cache as `mjxmeta train`
+        from mjxmeta import compile_cache
+
+        compile_cache.enable()
     result = run(cells, log_every=a.log_every, chunks=a.chunks, rounds=a.rounds, reps=a.reps,
                  train_chunks=a.train_chunks, do_profile=not a.no_profile, do_cost=not a.no_cost,
                  progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))

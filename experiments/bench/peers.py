@@ -326,7 +326,9 @@ def summarize(raw_path: Path, a) -> dict:
             peer_versions.update(w.get("versions", {}))
             if "torch" in w:
                 peer_versions["torch"] = w["torch"]
+    loads = [r["load_before"] for r in rows if "load_before" in r]
     return {"medians": med, "ratios": ratios, "versions": versions(), "peer_versions": peer_versions,
+            "load_range": [min(loads), max(loads)] if loads else None,
             "machine": machine(), "command": ["python", "experiments/bench/peers.py"] + sys.argv[1:],
             "settings": {"presets": PRESETS, "common": COMMON, "seconds": getattr(a, "seconds", None),
                          "reps": getattr(a, "reps", None)}}

@@ -61,7 +61,7 @@ def command(c: dict, path: Path, a) -> list[str]:
     return [sys.executable, "-m", "mjxmeta.cli", "bench", "--env", c["env"], "--teacher", c["teacher"],
             "--preset", c["preset"], "--seeds", str(c["S"]), "--candidates", str(c["K"]),
             "--num-envs", str(c["N"]), "--buffer-size", str(c["buffer"]), "--chunks", str(a.chunks),
-            "--rounds", str(a.rounds), "--reps", str(a.reps), "--train-chunks", "0", "--json", str(path)]
+            "--rounds", str(a.rounds), "--reps", str(a.reps), "--train-chunks", "0", "--cold", "--json", str(path)]
 
 
 def main(argv=None) -> int:
