@@ -104,3 +104,19 @@ def test_second_process_of_the_same_config_loads_its_programs_from_the_default_c
     first_rows = [json.loads(x) for x in (tmp_path / "run1" / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731
     assert strip(rows) == strip(first_rows)  # the loaded programs compute exactly what the compiled ones did
+
+
+@pytest.mark.parametrize("name,width", [("pendulum", 3), ("inverted_pendulum", 4)])
+def test_observation_size_compiles_nothing(name, width):
+    """Brax's own ``observation_size`` runs an eager reset (for MJX: ~570 tiny compiles at every start-up)."""
+    from mjxmeta.envs import make
+
+    env = make(name)  # (Brax's MJX env construction itself runs ~40 tiny eager compiles, ~1 s)
+    compiles = []
+    listener = lambda event, duration, **kw: compiles.append(event) if event.endswith("backend_compile_duration") else None  # noqa: E731,E501
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        assert env.observation_size == width
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert compiles == []  # the widths: pendulum (cos, sin, angular velocity); inverted_pendulum qpos (2), qvel (2)
