@@ -173,7 +173,7 @@ def test_flipped_byte_and_damaged_metrics_fall_back_to_the_previous_verified_che
     assert f"checkpoint 8 in {run / 'checkpoints'} failed verification" in err, err[-3000:]
     assert "using checkpoint 6 (verified) instead of 8" in err
     assert "1 malformed line(s) dropped (line " in err
-    assert "1 row(s) missing at or before the checkpoint at iteration 6 (iteration 4 seed 1)" in err
+    assert "1 row(s) missing at or before the checkpoint at iteration 6 (iteration 4 run 1)" in err
     assert f"resumed {run} at iteration 6" in err
     assert_clean(err)
     (aside,) = (run / "failed_checkpoints").iterdir()  # kept, not deleted
