@@ -70,7 +70,7 @@ def test_jsonl_resume_keeps_log_points_without_evaluation(tmp_path, capsys):
     path = tmp_path / "metrics.jsonl"
     written = rows_at(1, evaluated=False) + rows_at(2) + rows_at(3, evaluated=False)
     path.write_text("".join(json.dumps(r) + "\n" for r in written))
-    kept, problems = sinks.read_rows(path, upto=2, seeds=2, log_every=1)
+    kept, problems = sinks.read_rows(path, upto=2, runs=2, log_every=1)
     assert [json.loads(x) for x in kept] == written[:4] and problems == []
     assert sinks.parse_row(json.dumps(rows_at(1, evaluated=False)[0]).encode()) is not None
     assert sinks.parse_row(b'{"env_steps": 100, "iteration": 1, "eval_return": 1.0}') is None  # no seed
