@@ -389,7 +389,10 @@ class Trainer:
         Pass ``shard(seed_keys())`` so that each device (process) initializes only its own runs.
         """
         hypers = self.run_hypers()
-        return jax.jit(lambda keys: jax.vmap(self.init)(keys, hypers), out_shardings=self.seed_sharding())
+
+        def init(keys):  # a named function: XLA module and cache entry "jit_init"
+            return jax.vmap(self.init)(keys, hypers)
+        return jax.jit(init, out_shardings=self.seed_sharding())
 
     @functools.cached_property
     def run_chunk(self):
