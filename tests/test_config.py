@@ -148,7 +148,7 @@ def _fields() -> list[str]:
 
 
 FIELDS = _fields()
-_SIZES = {"student.batch_size", "student.buffer_size"}
+_SIZES = {"student.batch_size", "student.buffer_size", "total_steps"}  # total_steps: whole chunks
 # Fields whose change may make a *cross-field* constraint blame another field.
 CROSS = {
     "teacher.min_log_std": {"teacher.init_std"},
