@@ -48,8 +48,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mjxmeta import compile_cache, distributed
-from mjxmeta.config import (PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig,
-                            check_explicit_fields, executed_iterations, field_docs, from_dict, replace_field,
+from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig,
+                            StudentConfig, TeacherConfig, check_explicit_fields, executed_iterations, field_docs, from_dict, replace_field,
                             student_preset, to_dict, validate)
 from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                          load_config, prepare_run_dir, train)
@@ -236,6 +236,8 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
     for dest in given:
         value = getattr(a, dest)
         config = replace_field(config, dest, tuple(value) if isinstance(value, list) else value)
+    if config.student.name in BRAX_STUDENTS and "teacher.name" not in given:  # sac/ppo take no teacher
+        config = replace_field(config, "teacher.name", BRAX_TEACHER)
     config = validate(config)
     check_explicit_fields(config, set(given))
     return config
@@ -305,7 +307,10 @@ def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> i
 
     its = executed_iterations(config)
     main = distributed.is_main()
-    if main:
+    if main and config.student.name in BRAX_STUDENTS:
+        print(f"run dir: {run_dir}  (Brax {config.student.name}: {config.total_steps} env steps per seed, "
+              f"{config.seeds} seeds one after another)", file=sys.stderr)
+    elif main:
         print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
               f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
               f"{config.seeds} seeds" + (f" x {config.num_points} sweep combinations" if config.sweep else "")

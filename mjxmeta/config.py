@@ -37,6 +37,18 @@ META_TEACHERS = ("meta_variance", "meta", "meta_state")
 NET_TEACHERS = ("meta", "meta_state")  # teachers whose mean is a network f (``teacher.residual`` applies)
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
 STUDENT_NAMES = ("ddpg",)
+# Baselines run end to end by Brax's own trainers (mjxmeta.brax_baselines), not Student implementations: they read
+# only the fields in BRAX_FIELDS and take no teacher (their own stochastic policy explores).
+BRAX_STUDENTS = ("sac", "ppo")
+STUDENT_NAMES += BRAX_STUDENTS
+_BRAX_COMMON = ("env", "episode_length", "seeds", "seed", "num_envs", "total_steps", "eval_envs", "eval_every",
+                "student.name", "student.hidden", "student.actor_lr", "student.batch_size", "student.gamma",
+                "student.normalize_observations", "student.updates_per_iteration")
+BRAX_FIELDS = {"sac": _BRAX_COMMON + ("student.layer_norm", "student.buffer_size", "student.tau"),
+               "ppo": _BRAX_COMMON + ("rollout_steps",)}
+BRAX_TEACHER = "gaussian"  # the (unused) teacher a sac/ppo config records: a noise teacher, so no meta-loop setting
+SAC_LEARNING_STARTS = 1000  # Brax SAC's min_replay_size: transitions collected before the first update
+PPO_MINIBATCHES = 4  # Brax PPO's num_minibatches: an epoch's batch_size * minibatches unrolls, per gradient pass
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
 ESTIMATOR_NAMES = ("reinforce", "es")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
@@ -607,6 +619,8 @@ def validate(config: Config) -> Config:
         raise ConfigError("teacher.baseline", t.baseline, "'ema', 'none' or 'auto' when meta.candidates == 1 "
                           "(the leave-one-out baseline needs K >= 2)")
 
+    if s.name in BRAX_STUDENTS:
+        return _check_brax(c)
     # cross-field sizes
     if s.batch_size > s.buffer_size:
         raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
@@ -635,6 +649,28 @@ def validate(config: Config) -> Config:
     return config
 
 
+def _check_brax(c: Config) -> Config:
+    """The cross-field rules of a sac/ppo run (Brax's trainers; :mod:`mjxmeta.brax_baselines`)."""
+    s = c.student
+    if c.is_meta:
+        raise ConfigError("teacher.name", c.teacher.name,
+                          f"a noise teacher (e.g. {BRAX_TEACHER!r}) with student.name={s.name!r}: Brax's trainer "
+                          "explores with its own stochastic policy and runs no meta loop; the teacher is unused")
+    if c.sweep:
+        raise ConfigError("sweep", c.sweep, f"() with student.name={s.name!r} (Brax's trainer runs one seed per "
+                                            "call: run one job per setting)")
+    if s.name == "sac" and c.total_steps <= SAC_LEARNING_STARTS:
+        raise ConfigError("total_steps", c.total_steps, f"an integer > {SAC_LEARNING_STARTS} for sac (the "
+                                                        "transitions collected before the first update)")
+    if s.name == "sac" and s.batch_size > s.buffer_size:
+        raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
+    if s.name == "ppo" and (s.batch_size * PPO_MINIBATCHES) % c.num_envs:
+        raise ConfigError("num_envs", c.num_envs, f"a divisor of student.batch_size * {PPO_MINIBATCHES} minibatches "
+                                                  f"= {s.batch_size * PPO_MINIBATCHES} for ppo (Brax's PPO splits "
+                                                  "every batch of unrolls evenly over the envs)")
+    return c
+
+
 def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -> None:
     """Refuses fields set explicitly (e.g. by a command-line flag) that ``config``'s teacher never reads.
 
@@ -643,8 +679,20 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
 
     Raises:
       ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher,
-        or ``teacher.residual`` given for a teacher without a network f.
+        or ``teacher.residual`` given for a teacher without a network f, or
+        for ``sac``/``ppo`` any field outside :data:`BRAX_FIELDS` (e.g.
+        ``teacher.name``, ``sweep``, ``log_every``).
     """
+    if config.student.name in BRAX_STUDENTS:
+        accepted = BRAX_FIELDS[config.student.name]
+        unread = sorted(name for name in explicit if name not in accepted)
+        if unread:
+            value = config
+            for part in unread[0].split("."):
+                value = getattr(value, part)
+            raise ConfigError(unread[0], value, f"no value for student {config.student.name!r}: Brax's trainer "
+                                                f"reads only {accepted}; drop {', '.join(unread)}")
+        return
     if "teacher.residual" in explicit and config.teacher.name not in NET_TEACHERS:
         raise ConfigError("teacher.residual", config.teacher.residual,
                           f"no value for the teacher {config.teacher.name!r} (only {NET_TEACHERS} have a "

@@ -67,7 +67,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from mjxmeta.config import META_TEACHERS, TEACHER_NAMES
+from mjxmeta.config import BRAX_STUDENTS, META_TEACHERS, TEACHER_NAMES
 from mjxmeta.run import CONFIG, METRICS
 from mjxmeta.sinks import parse_row, run_of
 from mjxmeta.visitation import COORDINATES, load_visits, plot_visitation
@@ -137,6 +137,10 @@ class Run:
 
     @property
     def teacher(self) -> str:
+        """The run's line name: its teacher, or ``sac``/``ppo`` for Brax's trainers (which take no teacher)."""
+        student = self.config.get("student", {}).get("name")
+        if student in BRAX_STUDENTS:
+            return str(student)
         return str(self.config.get("teacher", {}).get("name", "?"))
 
     @property

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from mjxmeta import distributed, sinks
-from mjxmeta.config import Config, ConfigError, evaluates_at, sweep_points, to_dict
+from mjxmeta.config import BRAX_STUDENTS, Config, ConfigError, evaluates_at, sweep_points, to_dict
 from mjxmeta.rundir import (CHECKPOINTS, CONFIG, METRICS, TENSORBOARD, ResumeError,  # noqa: F401 (re-exports)
                             RunDirError, RunLock, check_start, config_of_checkpoints, load_config, prepare_run_dir,
                             write_config)
@@ -179,6 +179,11 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     (:mod:`mjxmeta.preemption`) under ``run_dir/checkpoints``. A resume
     restores the newest checkpoint that verifies.
 
+    A ``sac``/``ppo`` student (:data:`mjxmeta.config.BRAX_STUDENTS`) runs
+    Brax's own trainer instead, seed after seed, with the same run directory,
+    ``config.json`` and ``metrics.jsonl`` rows (:func:`mjxmeta.brax_baselines.train`;
+    not resumable).
+
     Several processes (:mod:`mjxmeta.distributed`; every process calls
     ``train`` with the same arguments): each computes its devices' seeds;
     only process 0 takes the lock, writes ``config.json`` and calls
@@ -199,6 +204,10 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
       CheckpointCorrupt: resuming, and no checkpoint verifies.
       Stopped: SIGTERM/SIGINT; the final checkpoint is written (unless a second signal abandoned the chunk).
     """
+    if config.student.name in BRAX_STUDENTS:  # SAC/PPO: Brax's own trainers, end to end (the only dispatch)
+        from mjxmeta import brax_baselines
+        return brax_baselines.train(config, run_dir, resume=resume, progress=progress, progress_fn=progress_fn)
+
     import jax
 
     from mjxmeta.checkpoint import Checkpointer
@@ -320,6 +329,10 @@ def load_checkpoint(run_dir: str | Path, step: int | None = None, **overrides: A
     ckpt = Checkpointer(run_dir, read_only=True)
     try:
         config = config_of_checkpoints(ckpt, step) or load_config(run_dir)
+        if config.student.name in BRAX_STUDENTS:
+            raise ConfigError("student.name", config.student.name,
+                              f"a Student of mjxmeta.students for eval/render: {run_dir} holds Brax "
+                              f"{config.student.name} parameters only (its metrics.jsonl has its evaluations)")
         trainer = Trainer(dataclasses.replace(config, **overrides))
         if step is None:
             state, record = ckpt.restore_verified(trainer.abstract_state())
