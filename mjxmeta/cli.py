@@ -418,7 +418,7 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
             viewer.check_viewer_folder(viewer.viewer_folder(stem.with_name(stem.name + ".html")))
             viewer.viewer_packages()  # fetch/verify the viewer's JavaScript before compiling
         trainer, state, record = load_checkpoint(run_dir, a.checkpoint)
-    except (FileNotFoundError, render.RenderError, CheckpointCorrupt) as e:
+    except (FileNotFoundError, ConfigError, render.RenderError, CheckpointCorrupt) as e:  # ConfigError: sac/ppo
         print(f"mjxmeta: error: {e}", file=sys.stderr)
         return EXIT_NO_VERIFIED if isinstance(e, CheckpointCorrupt) else EXIT_INVALID
     rollout = render.rollout_states(trainer, state, a.seed, a.steps, use_teacher=a.teacher)

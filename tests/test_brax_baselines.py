@@ -133,6 +133,10 @@ def test_sac_learns_pendulum_and_report_tables_it(tmp_path, capsys):
     md = write_report([run_dir], tmp_path / "report", reps=200).read_text()
     assert "| sac | 3 | " in md
 
+    # eval needs a Student's checkpoint: refused by name
+    assert main(["eval", str(run_dir)]) == 2
+    assert "'student.name' = 'sac'" in capsys.readouterr().err
+
     # not resumable: refused with the resume exit code, nothing changes
     before = (run_dir / "metrics.jsonl").read_bytes()
     assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 4
