@@ -92,7 +92,8 @@ def brax_arguments(config: Config) -> tuple[Callable[..., Any], dict[str, Any]]:
     ``episode_length`` = resolved_episode_length, ``num_envs`` = num_envs,
     ``num_eval_envs`` = eval_envs, ``num_evals`` = :func:`num_evals`,
     ``deterministic_eval`` = True (the DDPG runs evaluate their deterministic
-    actor too), ``learning_rate`` = student.actor_lr (one rate for every
+    actor too), ``max_devices_per_host`` = 1 (one seed, one device, whatever
+    the device count: the same program as on one device), ``learning_rate`` = student.actor_lr (one rate for every
     network), ``discounting`` = student.gamma, ``batch_size`` =
     student.batch_size, ``normalize_observations`` =
     student.normalize_observations, hidden widths = student.hidden.
@@ -119,7 +120,7 @@ def brax_arguments(config: Config) -> tuple[Callable[..., Any], dict[str, Any]]:
     common = dict(environment=make_base(c.env), num_timesteps=c.total_steps,
                   episode_length=c.resolved_episode_length, num_envs=c.num_envs, num_eval_envs=c.eval_envs,
                   num_evals=num_evals(c), deterministic_eval=True, learning_rate=s.actor_lr, discounting=s.gamma,
-                  batch_size=s.batch_size, normalize_observations=s.normalize_observations)
+                  batch_size=s.batch_size, normalize_observations=s.normalize_observations, max_devices_per_host=1)
     if s.name == "sac":
         from brax.training.agents.sac import networks, train
         return train.train, dict(

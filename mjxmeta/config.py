@@ -115,7 +115,9 @@ class StudentConfig:
     """DDPG student (Lillicrap et al. 2016; Baselines 2017 defaults).
 
     Attributes:
-      name: student algorithm, one of :data:`STUDENT_NAMES` (:func:`mjxmeta.students.make`).
+      name: student algorithm, one of :data:`STUDENT_NAMES` (:func:`mjxmeta.students.make`);
+        ``sac`` and ``ppo`` run Brax's own trainers instead (:mod:`mjxmeta.brax_baselines`;
+        no teacher, only the fields in :data:`BRAX_FIELDS`).
       hidden: hidden layer widths of actor and critic.
       layer_norm: LayerNorm after each hidden layer (Baselines: on).
       actor_lr: Adam learning rate of the actor mu.

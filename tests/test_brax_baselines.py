@@ -42,7 +42,7 @@ def test_cli_gives_sac_ppo_a_noise_teacher_and_keeps_their_fields():
     assert (kw["learning_rate"], kw["discounting"], kw["batch_size"], kw["tau"]) == (3e-4, 0.99, 64, 0.01)
     assert (kw["min_replay_size"], kw["max_replay_size"], kw["grad_updates_per_step"]) == (SAC_LEARNING_STARTS,
                                                                                             5000, 1)
-    assert kw["deterministic_eval"] is True and kw["normalize_observations"] is True
+    assert kw["deterministic_eval"] is True and kw["normalize_observations"] is True and kw["max_devices_per_host"] == 1
     assert kw["network_factory"].keywords["hidden_layer_sizes"] == (32, 32)
     assert kw["num_evals"] == 2  # eval_every 20000 > 5000: before training and at the end
 

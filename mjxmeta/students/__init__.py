@@ -4,6 +4,11 @@
 ``config.name``. Adding a student is one file here plus its name in
 :data:`mjxmeta.config.STUDENT_NAMES` (which :func:`mjxmeta.config.validate`
 checks before anything compiles) and in :data:`REGISTRY`.
+
+``sac`` and ``ppo`` (:data:`mjxmeta.config.BRAX_STUDENTS`) are valid student
+names but not :class:`Student` implementations and not in :data:`REGISTRY`:
+Brax's trainers run them end to end (:mod:`mjxmeta.brax_baselines`, chosen in
+:func:`mjxmeta.run.train`).
 """
 
 from __future__ import annotations
