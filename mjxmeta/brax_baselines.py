@@ -56,7 +56,7 @@ from mjxmeta.config import BRAX_STUDENTS, PPO_MINIBATCHES, SAC_LEARNING_STARTS, 
 from mjxmeta.rundir import CHECKPOINTS, METRICS, TENSORBOARD, ResumeError, RunLock, check_start, write_config
 
 PPO_UPDATES_PER_BATCH = 4  # Brax PPO's num_updates_per_batch when student.updates_per_iteration is 0 (auto)
-PARAMS = ("normalizer", "policy")  # the final parameters saved per seed (PPO adds "value")
+PARAMS = ("normalizer", "policy", "value")  # names of the final parameters Brax returns (SAC: the first two)
 
 
 def num_evals(config: Config) -> int:
@@ -213,7 +213,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                     _, seed_params, _ = fn(**kwargs, seed=brax_seed(config, s), progress_fn=report)
                 finally:
                     bar.close()
-                tree = dict(zip(PARAMS + ("value",), seed_params))
+                tree = dict(zip(PARAMS, seed_params))
                 if not all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tree)
                            if np.issubdtype(np.asarray(x).dtype, np.floating)):
                     raise NonFiniteError(f"non-finite final parameters in seed {s} ({config.student.name})")
