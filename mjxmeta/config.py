@@ -36,7 +36,7 @@ TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
 META_TEACHERS = ("meta_variance", "meta", "meta_state")
 NET_TEACHERS = ("meta", "meta_state")  # teachers whose mean is a network f (``teacher.residual`` applies)
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
-STUDENT_NAMES = ("ddpg",)
+STUDENT_NAMES = ("ddpg", "td3")
 # Baselines run end to end by Brax's own trainers (mjxmeta.brax_baselines), not Student implementations: they read
 # only the fields in BRAX_FIELDS and take no teacher (their own stochastic policy explores).
 BRAX_STUDENTS = ("sac", "ppo")
@@ -112,7 +112,7 @@ def field_docs(cls: type) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class StudentConfig:
-    """DDPG student (Lillicrap et al. 2016; Baselines 2017 defaults).
+    """Student: DDPG (Lillicrap et al. 2016; Baselines 2017 defaults) or TD3 (Fujimoto et al. 2018).
 
     Attributes:
       name: student algorithm, one of :data:`STUDENT_NAMES` (:func:`mjxmeta.students.make`);
@@ -133,6 +133,15 @@ class StudentConfig:
       updates_per_iteration: student gradient steps per iteration; 0 = auto:
         one update per two transitions inserted into the replay buffer
         (Baselines' ratio, 50 updates per 100 rollout steps).
+      policy_noise: TD3 target-policy smoothing: std sigma~ of the Gaussian
+        noise added to the target actor's action in the critic target, in
+        normalized action units (actions in [-1, 1]); 0 = no smoothing
+        (``td3`` only; Fujimoto et al. 2018: 0.2).
+      noise_clip: TD3: the smoothing noise is clipped to [-noise_clip,
+        noise_clip] before it is added, in normalized action units (``td3``
+        only; Fujimoto et al. 2018: 0.5).
+      policy_delay: TD3: the actor and all target networks are updated once
+        every policy_delay critic updates (``td3`` only; Fujimoto et al. 2018: 2).
     """
 
     name: str = field(default="ddpg", metadata={"flag": "student", "choices": STUDENT_NAMES})
@@ -147,6 +156,9 @@ class StudentConfig:
     tau: float = 0.01
     normalize_observations: bool = True
     updates_per_iteration: int = field(default=0, metadata={"flag": "updates"})
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 2
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -267,6 +279,8 @@ class MetaConfig:
 # Fields only the meta teachers read (all of MetaConfig, and the meta-reward baseline); setting one
 # explicitly for a noise teacher is refused (:func:`check_explicit_fields`).
 META_ONLY_FIELDS = tuple(f"meta.{f.name}" for f in dataclasses.fields(MetaConfig)) + ("teacher.baseline",)
+# Fields only the ``td3`` student reads; setting one explicitly for another student is refused.
+TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay")
 
 
 @dataclass(frozen=True)
@@ -576,6 +590,9 @@ def validate(config: Config) -> Config:
     _float("student.tau", s.tau, 0.0, 1.0, lo_open=True)
     _bool("student.normalize_observations", s.normalize_observations)
     _int("student.updates_per_iteration", s.updates_per_iteration, 0, 10**6)
+    _float("student.policy_noise", s.policy_noise, 0.0, 10.0)
+    _float("student.noise_clip", s.noise_clip, 0.0, 10.0)
+    _int("student.policy_delay", s.policy_delay, 1, 10**6)
 
     _choice("teacher.name", t.name, TEACHER_NAMES)
     _float("teacher.init_std", t.init_std, 0.0, 10.0, lo_open=True)
@@ -674,14 +691,15 @@ def _check_brax(c: Config) -> Config:
 
 
 def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -> None:
-    """Refuses fields set explicitly (e.g. by a command-line flag) that ``config``'s teacher never reads.
+    """Refuses fields set explicitly (e.g. by a command-line flag) that ``config``'s teacher or student never reads.
 
     Args:
       explicit: dotted names of the fields the user gave, e.g. ``{"meta.candidates"}``.
 
     Raises:
       ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher,
-        or ``teacher.residual`` given for a teacher without a network f, or
+        ``teacher.residual`` given for a teacher without a network f, a field
+        of :data:`TD3_ONLY_FIELDS` given for a student other than ``td3``, or
         for ``sac``/``ppo`` any field outside :data:`BRAX_FIELDS` (e.g.
         ``teacher.name``, ``sweep``, ``log_every``).
     """
@@ -695,6 +713,12 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
             raise ConfigError(unread[0], value, f"no value for student {config.student.name!r}: Brax's trainer "
                                                 f"reads only {accepted}; drop {', '.join(unread)}")
         return
+    td3_given = [name for name in TD3_ONLY_FIELDS if name in explicit]
+    if td3_given and config.student.name != "td3":
+        field_name = td3_given[0].split(".")[1]
+        raise ConfigError(td3_given[0], getattr(config.student, field_name),
+                          f"no value for the student {config.student.name!r} (only 'td3' reads it); "
+                          f"drop {', '.join(td3_given)} or pick --student td3")
     if "teacher.residual" in explicit and config.teacher.name not in NET_TEACHERS:
         raise ConfigError("teacher.residual", config.teacher.residual,
                           f"no value for the teacher {config.teacher.name!r} (only {NET_TEACHERS} have a "

@@ -18,9 +18,10 @@ from typing import Callable
 from mjxmeta.config import StudentConfig
 from mjxmeta.students.base import Student, StudentState, init_normalizer, normalize, update_normalizer
 from mjxmeta.students.ddpg import DDPG, DDPGState
+from mjxmeta.students.td3 import TD3, TD3State
 
 # student name -> constructor (config, obs_size, action_size) -> Student
-REGISTRY: dict[str, Callable[[StudentConfig, int, int], Student]] = {"ddpg": DDPG}
+REGISTRY: dict[str, Callable[[StudentConfig, int, int], Student]] = {"ddpg": DDPG, "td3": TD3}
 
 
 def make(config: StudentConfig, obs_size: int, action_size: int) -> Student:
@@ -37,5 +38,5 @@ def make(config: StudentConfig, obs_size: int, action_size: int) -> Student:
     return cls(config, obs_size, action_size)
 
 
-__all__ = ["DDPG", "DDPGState", "REGISTRY", "Student", "StudentState", "init_normalizer", "make", "normalize",
-           "update_normalizer"]
+__all__ = ["DDPG", "DDPGState", "REGISTRY", "Student", "StudentState", "TD3", "TD3State", "init_normalizer", "make",
+           "normalize", "update_normalizer"]

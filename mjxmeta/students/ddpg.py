@@ -32,9 +32,22 @@ from mjxmeta.networks import Actor, Critic, l2_penalty
 from mjxmeta.replay import Transition
 from mjxmeta.students.base import OBS_CLIP, init_normalizer, normalize, update_normalizer
 
-__all__ = ["DDPG", "DDPGHyper", "DDPGState", "OBS_CLIP", "init_normalizer", "update_normalizer"]
+__all__ = ["DDPG", "DDPGHyper", "DDPGState", "OBS_CLIP", "adam_step", "init_normalizer", "polyak",
+           "update_normalizer"]
 
 Params = Any
+
+
+def adam_step(grads: Params, opt_state: optax.OptState, params: Params, lr: jax.Array
+              ) -> tuple[Params, optax.OptState]:
+    """One Adam step with learning rate ``lr`` (possibly traced): (new params, new optimizer state)."""
+    updates, opt_state = optax.adam(lr).update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+
+def polyak(target: Params, online: Params, tau: jax.Array) -> Params:
+    """Target-network update theta' <- (1 - tau) theta' + tau theta, leaf by leaf."""
+    return jax.tree.map(lambda t, s: (1.0 - tau) * t + tau * s, target, online)
 
 
 @struct.dataclass
@@ -138,11 +151,11 @@ class DDPG:
     def actor_loss(self, actor: Params, state: DDPGState, norm, batch: Transition) -> jax.Array:
         """-mean Q(s, mu(s)) under the current critic."""
         a = self.mu(actor, norm, batch.obs)
-        return -jnp.mean(self.q_value(state.critic, norm, batch.obs, a))
+        return -jnp.mean(self.q(state, norm, batch.obs, a))
 
     def td_error(self, state: DDPGState, norm, tr: Transition) -> jax.Array:
         """Bellman residual y - Q(s, a) of transitions (…)."""
-        return self.critic_target(state, norm, tr) - self.q_value(state.critic, norm, tr.obs, tr.action)
+        return self.critic_target(state, norm, tr) - self.q(state, norm, tr.obs, tr.action)
 
     # ---- one update -----------------------------------------------------
     def update(self, state: DDPGState, norm, batch: Transition, hyper: DDPGHyper | None = None
@@ -155,16 +168,10 @@ class DDPG:
         (c_loss, q_mean), c_grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
             state.critic, state, norm, batch)
         a_loss, a_grads = jax.value_and_grad(self.actor_loss)(state.actor, state, norm, batch)
-        c_upd, critic_opt = optax.adam(h.critic_lr).update(c_grads, state.critic_opt, state.critic)
-        a_upd, actor_opt = optax.adam(h.actor_lr).update(a_grads, state.actor_opt, state.actor)
-        critic = optax.apply_updates(state.critic, c_upd)
-        actor = optax.apply_updates(state.actor, a_upd)
-        tau = h.tau
-        polyak = lambda t, s: (1.0 - tau) * t + tau * s  # noqa: E731
-        new = DDPGState(actor, critic,
-                        jax.tree.map(polyak, state.target_actor, actor),
-                        jax.tree.map(polyak, state.target_critic, critic),
-                        actor_opt, critic_opt)
+        critic, critic_opt = adam_step(c_grads, state.critic_opt, state.critic, h.critic_lr)
+        actor, actor_opt = adam_step(a_grads, state.actor_opt, state.actor, h.actor_lr)
+        new = DDPGState(actor, critic, polyak(state.target_actor, actor, h.tau),
+                        polyak(state.target_critic, critic, h.tau), actor_opt, critic_opt)
         return new, {"critic_loss": c_loss, "actor_loss": a_loss, "q": q_mean}
 
     def update_many(self, state: DDPGState, norm, sample_fn, carry, n: int, hyper: DDPGHyper | None = None):
