@@ -38,12 +38,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 from flax import struct
 
 from mjxmeta.networks import l2_penalty
 from mjxmeta.replay import Transition
-from mjxmeta.students.ddpg import DDPG, DDPGHyper, adam_step, polyak
+from mjxmeta.students.ddpg import DDPG, DDPGHyper, DDPGState, adam_step, polyak
 
 __all__ = ["TD3", "TD3State"]
 
@@ -51,24 +50,16 @@ Params = Any
 
 
 @struct.dataclass
-class TD3State:
-    """Everything a TD3 update reads and writes.
+class TD3State(DDPGState):
+    """Everything a TD3 update reads and writes: DDPG's fields, with ``critic`` and ``target_critic``
+    (and ``critic_opt``) holding the twin critics stacked on a leading axis of size 2 (Q_1 at index 0,
+    Q_2 at index 1), plus:
 
     Attributes:
-      actor, target_actor: actor parameters (DDPG's :class:`~mjxmeta.networks.Actor`).
-      critic, target_critic: the twin critics' parameters, every leaf with a
-        leading axis of size 2 (Q_1 at index 0, Q_2 at index 1).
-      actor_opt, critic_opt: Adam states (the critics' covers both).
       key: raw PRNG key (2,) uint32 of the target-policy smoothing noise.
       step: int32 scalar, critic updates made so far (t - 1 during update t).
     """
 
-    actor: Params
-    critic: Params
-    target_actor: Params
-    target_critic: Params
-    actor_opt: optax.OptState
-    critic_opt: optax.OptState
     key: jax.Array
     step: jax.Array
 
