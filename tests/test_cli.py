@@ -21,8 +21,8 @@ import dataclasses
 import mjxmeta.cli
 import mjxmeta.trainer
 from mjxmeta.cli import FLAGS, build_parser, config_from_args, main
-from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, STUDENT_NAMES, Config, MetaConfig, StudentConfig,
-                            TeacherConfig, from_dict, student_preset, to_dict)
+from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, STUDENT_NAMES, TD3_ONLY_FIELDS, Config, ConfigError,
+                            MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset, to_dict)
 
 # A tiny meta run: K=2, T=50, H=50, E=1 -> 2*50 + 50*3 = 250 env steps per
 # iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points (500, 1000, 1500, 2000 env steps).
@@ -261,10 +261,16 @@ def test_each_flag_round_trips_to_its_field(field):
     flag = FLAGS[field]
     value = _other_value(flag)
     assert value != flag.default or flag.choices == (flag.default,)
-    config = config_from_args(build_parser().parse_args(["train", *_argv(flag, value)]))
+    student = []
+    if field in TD3_ONLY_FIELDS:  # refused for the default student (it would do nothing); read by td3
+        with pytest.raises(ConfigError) as e:
+            config_from_args(build_parser().parse_args(["train", *_argv(flag, value)]))
+        assert e.value.field == field
+        student = ["--student", "td3"]
+    config = config_from_args(build_parser().parse_args(["train", *_argv(flag, value), *student]))
     assert _get(config, field) == value and type(_get(config, field)) is type(value)
     for other in FLAGS.values():
-        if other.field != field:
+        if other.field != field and not (student and other.field == "student.name"):
             brax = other.field == "teacher.name" and config.student.name in BRAX_STUDENTS  # sac/ppo: no teacher
             assert _get(config, other.field) == (BRAX_TEACHER if brax else other.default), other.field
 

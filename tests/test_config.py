@@ -49,7 +49,7 @@ def test_base_and_default_configs_are_valid():
 # --------------------------------------------------------------------------- explicit cases
 BAD = [
     # unknown names
-    ("env", "cartpole"), ("env", 3), ("teacher.name", "boltzmann"), ("student.name", "td3"),
+    ("env", "cartpole"), ("env", 3), ("teacher.name", "boltzmann"), ("student.name", "dqn"),
     ("teacher.baseline", "mean"),
     # counts
     ("seeds", 0), ("meta.candidates", 0), ("seeds", 5000), ("meta.candidates", -1),
@@ -64,7 +64,8 @@ BAD = [
     ("student.critic_lr", -float("inf")), ("teacher.lr", float("nan")), ("teacher.lr", float("inf")),
     ("student.critic_l2", float("inf")), ("student.gamma", float("nan")), ("student.gamma", 1.0),
     ("student.tau", 0.0), ("student.actor_lr", 0.0), ("teacher.init_std", 0.0), ("teacher.ema_decay", 1.0),
-    ("teacher.ou_dt", float("nan")),
+    ("teacher.ou_dt", float("nan")), ("student.policy_noise", -0.1), ("student.noise_clip", float("inf")),
+    ("student.policy_delay", 0), ("student.policy_delay", 2.0),
     # wrong types
     ("student.batch_size", "64"), ("seeds", True), ("num_envs", 1.0), ("student.actor_lr", "1e-4"),
     ("student.layer_norm", 1), ("student.normalize_observations", "yes"), ("student.hidden", [64, 64]),
