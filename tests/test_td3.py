@@ -226,14 +226,25 @@ def assert_bit_identical(a, b):
 
 # --------------------------------------------------------------------------- learning
 # TD3 with the ``gaussian`` teacher (sigma 0.2) on ``pendulum``, the Baselines-2017 preset (64-64 +
-# LayerNorm, batch 64, lr 1e-4 / 1e-3, tau 0.01) and TD3's defaults (sigma~ 0.2, c 0.5, d 2), S = 3
-# vmapped seeds, 10k env steps (100 iterations of 100 steps, 50 updates each), final evaluation on 10
-# full episodes per seed; the assertion is on the MEAN over the 3 seeds.
+# LayerNorm, batch 64, lr 1e-4 / 1e-3, tau 0.01) and TD3's defaults (sigma~ 0.2, c 0.5, d 2), S = 4
+# vmapped seeds, 12.5k env steps (125 iterations of 100 steps, 50 updates each), final evaluation on
+# 10 full episodes per seed. Asserted: at least 3 of the 4 seeds above -400.
+#
+# Measured (S = 12 per base seed, ``mjxmeta.run.train`` with evaluations every 2.5k steps):
+#   7.5k steps, base seeds 0-9 (120 seeds): 38 below -400 (17-58 % of each group of 12): too early.
+#   10k steps, base seeds 0-9 (120 seeds): 118 in [-338, -88]; one at -824 (recovered: -165 at
+#     12.5k) and one stuck at ~-1600 (base 6, seed 6: -1494 at 10k, then -1615 / -1609 / -1612 / -1621
+#     at 12.5k / 15k / 17.5k / 20k; its actor sits at +-1 (tanh saturated) and spins the pendulum).
+#   12.5k steps, base seeds 0, 3, 6-9 (72 seeds): 70 in [-262, -90]; one at -507 (-274 at 15k) and
+#     the stuck one.
+# So a seed in 50-100 does not swing up by 12.5k; a mean over 3 seeds would fail whenever one is
+# drawn (a few % of seed sets); "3 of 4 above -400" fails only with two of them (< 1 %), and still
+# fails a student that learns nothing (every seed -1000..-1600 at 2.5k) or learns much slower.
 TD3_THRESHOLD = -400.0
 
 
-def td3_learning_config(seed: int = 0, seeds: int = 3) -> Config:
-    return Config(env="pendulum", seeds=seeds, seed=seed, total_steps=10_000, log_every=50, eval_envs=10,
+def td3_learning_config(seed: int = 0, seeds: int = 4) -> Config:
+    return Config(env="pendulum", seeds=seeds, seed=seed, total_steps=12_500, log_every=25, eval_envs=10,
                   student=StudentConfig(name="td3"), teacher=TeacherConfig(name="gaussian"))
 
 
@@ -243,4 +254,4 @@ def test_td3_learns_pendulum():
     per_seed = train_and_evaluate(cfg).mean(axis=1)
     msg = f"td3: per-seed final eval returns {np.round(per_seed, 1)}, {time.time() - t0:.0f} s"
     print(msg)
-    assert per_seed.shape == (3,) and per_seed.mean() > TD3_THRESHOLD, msg
+    assert per_seed.shape == (4,) and np.sum(per_seed > TD3_THRESHOLD) >= 3, msg
