@@ -237,6 +237,9 @@ def assert_bit_identical(a, b):
 #     at 12.5k / 15k / 17.5k / 20k; its actor sits at +-1 (tanh saturated) and spins the pendulum).
 #   12.5k steps, base seeds 0, 3, 6-9 (72 seeds): 70 in [-262, -90]; one at -507 (-274 at 15k) and
 #     the stuck one.
+#   This exact test (S = 4, 12.5k), base seeds 0-19 (80 seeds): 79 in [-310, -91], one at -442 (base
+#     16); every base passes, with 3-4 seeds above -400; 4-seed means -127 .. -247 (base 0: -178).
+#     10-64 s per run after the first (compile ~90 s) on the shared 2-core machine.
 # So a seed in 50-100 does not swing up by 12.5k; a mean over 3 seeds would fail whenever one is
 # drawn (a few % of seed sets); "3 of 4 above -400" fails only with two of them (< 1 %), and still
 # fails a student that learns nothing (every seed -1000..-1600 at 2.5k) or learns much slower.
