@@ -190,13 +190,15 @@ def _changed(a, b) -> bool:
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
-def test_meta_state_teacher_look_ahead_and_resume_bit_identical(tmp_path):
+def test_meta_state_look_ahead_tau_sweep_and_checkpoint_resume_bit_identical(tmp_path):
     """TD3 in the trainer with the teacher that reads Q_1 and the TD error, and K = 2 look-ahead copies pi'
-    (which carry the delay counter and noise key): a chunk run from a restored checkpoint ends bit for bit
-    where the chunk run from the saved state ends, and the student's counter counts only its own updates."""
+    (which carry the delay counter and noise key), with a sweep over tau (2 values x 2 seeds = 4 runs): a
+    chunk run from a restored checkpoint ends bit for bit where the chunk run from the saved state ends,
+    and the student's counter counts only its own updates."""
     config = small_config("meta_state", seeds=2, student_name="td3", total_steps=4 * 250, log_every=2,
-                          visit_samples=0)
+                          visit_samples=0, sweep=(("student.tau", (0.005, 0.05)),))
     trainer = Trainer(config)
+    init = jax.device_get(trainer.init_seeds(trainer.shard(trainer.seed_keys())))
     half, _ = trainer.run_chunk(trainer.init_seeds(trainer.shard(trainer.seed_keys())))
     ckpt = Checkpointer(tmp_path, keep=1)
     ckpt.save(2, half, {"iteration": 2, "chunk": 1})
@@ -210,8 +212,12 @@ def test_meta_state_teacher_look_ahead_and_resume_bit_identical(tmp_path):
     resumed, _ = trainer.run_chunk(restored)
     assert_bit_identical(resumed, straight)
     # 4 iterations x the student's own updates; the look-aheads' updates went to the discarded copies.
-    np.testing.assert_array_equal(np.asarray(straight.student.step), [4 * config.student_updates] * 2)
-    assert not np.array_equal(np.asarray(straight.student.key)[0], np.asarray(straight.student.key)[1])
+    np.testing.assert_array_equal(np.asarray(straight.student.step), [4 * config.student_updates] * 4)
+    keys = np.asarray(straight.student.key)  # run v * 2 + s has seed s's keys
+    assert not np.array_equal(keys[0], keys[1]) and np.array_equal(keys[0], keys[2])
+    # The swept tau reaches the TD3 update: same seed, same init, different targets.
+    tc = jax.device_get(straight.student.target_critic)
+    assert not _changed(one(init.student, 0), one(init.student, 2)) and _changed(one(tc, 0), one(tc, 2))
     assert np.all(np.isfinite(np.asarray(metrics["critic_loss"]))) and np.all(np.asarray(metrics["critic_loss"]) > 0)
     assert _changed(saved.student.actor, straight.student.actor) and _changed(saved.teacher, straight.teacher)
 
