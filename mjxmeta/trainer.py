@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mjxmeta import meta, students
+from mjxmeta import meta, students, teachers
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, point_config, sweep_points, validate
 from mjxmeta.distributed import check_seeds, global_array
@@ -40,7 +40,7 @@ from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
-from mjxmeta.teachers import Teacher, TeacherHyper, TeacherState
+from mjxmeta.teachers import TeacherHyper, TeacherState
 
 
 @struct.dataclass
@@ -112,7 +112,7 @@ class Trainer:
         self.obs_size = int(self.env.observation_size)
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
-        self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
+        self.teacher = teachers.make(c.teacher, self.obs_size, self.action_size, c.resolved_episode_length)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
         self.K = c.num_candidates
         self.N = c.num_envs
