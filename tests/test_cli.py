@@ -154,6 +154,8 @@ BAD_INPUT = [
     # a residual mean needs a teacher network f
     (["--teacher", "meta_variance", "--teacher-residual"], "'teacher.residual' = True is invalid: accepted no value"),
     (["--teacher", "gaussian", "--no-teacher-residual"], "'teacher.residual' = False is invalid"),
+    (["--teacher-latent-size", "0"], "'teacher.latent_size' = 0 is invalid: accepted an integer in [1, 1024]"),
+    (["--teacher", "pink", "--candidates", "3"], "'meta.candidates' = 3 is invalid: accepted no value for the noise"),
 ]
 
 

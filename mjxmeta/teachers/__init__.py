@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from mjxmeta.config import MJX_EPISODE_LENGTH, TeacherConfig
 from mjxmeta.teachers.base import Teacher, TeacherHyper, TeacherState, gaussian_log_prob, symlog, where_done
+from mjxmeta.teachers.latent import MetaLatent
 from mjxmeta.teachers.learned import Meta, MetaState, MetaVariance, NetTeacher
 from mjxmeta.teachers.noise import OU, Gaussian
+from mjxmeta.teachers.pink import Pink
 
 # teacher name -> its class
-REGISTRY: dict[str, type[Teacher]] = {cls.name: cls for cls in (Gaussian, OU, MetaVariance, Meta, MetaState)}
+REGISTRY: dict[str, type[Teacher]] = {cls.name: cls for cls in (Gaussian, OU, MetaVariance, Meta, MetaState, Pink,
+                                                                MetaLatent)}
 
 
 def make(config: TeacherConfig, obs_size: int, action_size: int,
@@ -33,5 +36,5 @@ def make(config: TeacherConfig, obs_size: int, action_size: int,
     return cls(config, obs_size, action_size, episode_length=episode_length)
 
 
-__all__ = ["OU", "REGISTRY", "Gaussian", "Meta", "MetaState", "MetaVariance", "NetTeacher", "Teacher",
-           "TeacherHyper", "TeacherState", "gaussian_log_prob", "make", "symlog", "where_done"]
+__all__ = ["OU", "REGISTRY", "Gaussian", "Meta", "MetaLatent", "MetaState", "MetaVariance", "NetTeacher", "Pink",
+           "Teacher", "TeacherHyper", "TeacherState", "gaussian_log_prob", "make", "symlog", "where_done"]
