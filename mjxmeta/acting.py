@@ -51,7 +51,12 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     obs = env_state.obs
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
-    u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory)
+    actor = student.actor(student_state)
+
+    def actor_fn(delta):  # mu(s_b; theta + delta_b) in every env b (param_noise)
+        return jax.vmap(lambda d, o: student.mu(jax.tree.map(jnp.add, actor, d), norm, o))(delta, obs)
+
+    u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory, actor_fn)
     raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
     env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
     memory = teacher.observe(teacher_params, memory, done, lambda: student.td_error(student_state, norm, tr),

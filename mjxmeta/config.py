@@ -32,7 +32,7 @@ ENV_NAMES = (
     "hopper",
     "halfcheetah",
 )
-TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "pink", "meta_latent")
+TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "pink", "meta_latent", "param_noise")
 META_TEACHERS = ("meta_variance", "meta", "meta_state", "meta_latent")
 NET_TEACHERS = ("meta", "meta_state", "meta_latent")  # mean is a network f (``teacher.residual`` applies)
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
@@ -175,8 +175,9 @@ class TeacherConfig:
     Attributes:
       name: exploration policy, one of :data:`TEACHER_NAMES`
         (docs/algorithm.md, "Teachers").
-      init_std: initial (``meta*``) or fixed (``gaussian``) action-noise std in
-        the normalized action space [-1, 1].
+      init_std: initial (``meta*``) or fixed (``gaussian``, ``pink``) action-noise
+        std in the normalized action space [-1, 1]; for ``param_noise`` the
+        initial weight-noise std sigma_p.
       lr: Adam learning rate of the meta-policy gradient step (eta in eq. 2).
       hidden: hidden widths of the teacher network f (``meta``, ``meta_state``).
       residual: the teacher's mean is a residual on the student's actor,
@@ -208,6 +209,12 @@ class TeacherConfig:
         spectrum ∝ 1/f^beta per episode and action dimension (1 = pink, as
         Eberhard et al. 2023; 0 = white; 2 = red/Brownian); its scale is init_std.
       latent_size: dimension of the ``meta_latent`` teacher's per-episode latent z.
+      param_noise_delta: target action distance delta of the ``param_noise``
+        teacher (Plappert et al. 2018; Baselines' adaptive-param_0.2): its
+        weight-noise scale sigma_p (starting at init_std) grows by
+        param_noise_alpha while the perturbed actor's RMS action distance is
+        below it and shrinks otherwise.
+      param_noise_alpha: the factor alpha > 1 of the ``param_noise`` adaptation (Baselines 1.01).
     """
 
     name: str = field(default="meta", metadata={"flag": "teacher", "choices": TEACHER_NAMES})
@@ -227,6 +234,8 @@ class TeacherConfig:
     es_sigma: float = 0.05
     noise_exponent: float = 1.0
     latent_size: int = 2
+    param_noise_delta: float = 0.2
+    param_noise_alpha: float = 1.01
 
 
 @dataclass(frozen=True)
@@ -610,6 +619,8 @@ def validate(config: Config) -> Config:
     _float("teacher.es_sigma", t.es_sigma, 0.0, 10.0, lo_open=True)
     _float("teacher.noise_exponent", t.noise_exponent, 0.0, 4.0)
     _int("teacher.latent_size", t.latent_size, 1, 1024)
+    _float("teacher.param_noise_delta", t.param_noise_delta, 0.0, 10.0, lo_open=True)
+    _float("teacher.param_noise_alpha", t.param_noise_alpha, 1.0, 10.0, lo_open=True)
 
     _int("meta.candidates", m.candidates, 1, 4096)
     _int("meta.lookahead_updates", m.lookahead_updates, 0, 10**6)

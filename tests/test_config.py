@@ -72,7 +72,7 @@ BAD = [
     ("student.gamma", True), ("seed", -1), ("teacher.residual", 1),
     # the pink and meta_latent teachers' fields
     ("teacher.noise_exponent", -1.0), ("teacher.noise_exponent", float("nan")), ("teacher.latent_size", 0),
-    ("teacher.latent_size", 2.0),
+    ("teacher.latent_size", 2.0), ("teacher.param_noise_alpha", 1.0), ("teacher.param_noise_delta", 0.0),
     # whole sub-configs of the wrong type
     ("student", None), ("teacher", {"name": "meta"}), ("meta", StudentConfig()),
 ]

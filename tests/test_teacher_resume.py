@@ -17,7 +17,7 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-@pytest.mark.parametrize("name", ["pink", "meta_latent"])
+@pytest.mark.parametrize("name", ["pink", "meta_latent", "param_noise"])
 def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, tmp_path):
     c = Config(env="pendulum", episode_length=30, seeds=2, num_envs=2, rollout_steps=20, log_every=2,
                total_steps=100_000, visit_samples=0,
@@ -43,6 +43,10 @@ def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, tmp_path)
     mem0, mem2 = leaves(teacher0.memory), leaves(straight.teacher.memory)
     assert any(not np.array_equal(x, y) for x, y in zip(mem0, mem2))
     assert all(np.isfinite(x).all() for x in leaves(straight.teacher) if x.dtype.kind == "f")
+    if name == "param_noise":  # 4 iterations: sigma_p times 1.01^k, k in {-4, -2, 0, 2, 4}
+        log_p0, log_p4 = np.asarray(teacher0.params["log_std"]), np.asarray(straight.teacher.params["log_std"])
+        k = (log_p4 - log_p0) / np.log(1.01)
+        assert np.all(np.abs(k - np.round(k)) < 1e-2) and np.all(np.abs(k) <= 4) and np.all(np.round(k) % 2 == 0), k
     if name == "meta_latent":  # the meta-gradient reaches m and log std_z
         p0, p2 = teacher0.params, straight.teacher.params
         assert np.all(np.asarray(p0["latent_mean"]) == 0) and np.any(np.asarray(p2["latent_mean"]) != 0)

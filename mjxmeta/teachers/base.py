@@ -118,13 +118,15 @@ class Teacher:
       obs_size, action_size: sizes of one observation and one action.
       episode_length: the env's time limit in steps (teachers with a
         per-episode noise sequence size it with this).
+      student: the :class:`~mjxmeta.students.base.Student` (read by the
+        teachers that act through its actor: ``param_noise``).
     """
 
     name = ""
     needs_td = False
 
     def __init__(self, config: TeacherConfig, obs_size: int, action_size: int,
-                 episode_length: int = MJX_EPISODE_LENGTH):
+                 episode_length: int = MJX_EPISODE_LENGTH, student: Any = None):
         if config.name != self.name:
             raise ValueError(f"{type(self).__name__} is teacher {self.name!r}, config names {config.name!r}")
         self.config = config
@@ -207,7 +209,8 @@ class Teacher:
         return jnp.zeros((n, self.memory_size), jnp.float32)
 
     # ---- acting ---------------------------------------------------------
-    def inputs(self, obs_n: jax.Array, mu: jax.Array, q_fn: Callable[[], jax.Array], memory) -> jax.Array:
+    def inputs(self, obs_n: jax.Array, mu: jax.Array, q_fn: Callable[[], jax.Array], memory,
+               actor_fn: Callable[[Any], jax.Array] | None = None) -> jax.Array:
         """The teacher's input u_t, stored with D0 so the log-prob can be recomputed.
 
         Args:
@@ -215,6 +218,9 @@ class Teacher:
           mu: (B, A) student actions mu(s).
           q_fn: thunk returning Q(s, mu(s)) of shape (B,) (read by ``meta_state`` only).
           memory: the envs' memory (leaves (B, ...)).
+          actor_fn: ``delta -> (B, A)``, the student's actions with actor
+            parameters theta + delta_b in env b (``delta`` leaves (B, ...) of
+            the actor's structure; read by ``param_noise`` only).
 
         Returns:
           (B, input_size); here mu(s).
@@ -254,6 +260,21 @@ class Teacher:
         starts, so the env's memory is replaced by :meth:`fresh_memory` (drawn with ``key``)."""
         memory = self.step_memory(memory, td_fn)
         return where_done(done, self.fresh_memory(params, key, done.shape[0]), memory)
+
+    # ---- between iterations ---------------------------------------------
+    adapts = False  # whether the trainer calls :meth:`adapt` every iteration
+
+    def adapt(self, state: TeacherState, actor, mu_fn: Callable[[Any, jax.Array], jax.Array], obs: jax.Array,
+              key: jax.Array) -> TeacherState:
+        """Adapts the teacher to the student once per iteration, after D0 enters the replay buffer
+        (``param_noise``); here unchanged (:attr:`adapts` is False, the trainer does not call it).
+
+        Args:
+          actor: the student's actor parameters; ``mu_fn(actor, obs)`` its actions.
+          obs: (M, obs_size) raw observations drawn from the replay buffer.
+          key: raw key (2,).
+        """
+        return state
 
     # ---- log P(D0) ------------------------------------------------------
     def episode_log_prob(self, params, inputs: jax.Array) -> jax.Array | None:

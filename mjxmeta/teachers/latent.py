@@ -70,7 +70,7 @@ class MetaLatent(NetTeacher):
         z = params["latent_mean"] + jnp.exp(self.latent_log_std(params)) * eps
         return jnp.concatenate([z, jnp.ones((n, 1), jnp.float32)], axis=-1)
 
-    def inputs(self, obs_n, mu, q_fn, memory):
+    def inputs(self, obs_n, mu, q_fn, memory, actor_fn=None):
         z = self.latent_size
         return jnp.concatenate([obs_n, memory[..., :z], mu, memory[..., z:]], axis=-1)
 

@@ -79,7 +79,7 @@ class Meta(NetTeacher):
         self.input_size = obs_size + action_size * self.residual
         self.net_input_size = obs_size
 
-    def inputs(self, obs_n, mu, q_fn, memory):
+    def inputs(self, obs_n, mu, q_fn, memory, actor_fn=None):
         return jnp.concatenate([obs_n, mu], axis=-1) if self.residual else obs_n
 
     def net_input(self, inputs):
@@ -96,7 +96,7 @@ class MetaState(NetTeacher):
         super().__init__(config, obs_size, action_size, **kw)
         self.input_size = self.net_input_size = obs_size + action_size + 2
 
-    def inputs(self, obs_n, mu, q_fn, memory):
+    def inputs(self, obs_n, mu, q_fn, memory, actor_fn=None):
         return jnp.concatenate([obs_n, mu, symlog(q_fn())[..., None], symlog(memory)], axis=-1)
 
     def step_memory(self, memory, td_fn):

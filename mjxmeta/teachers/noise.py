@@ -23,7 +23,17 @@ class Gaussian(Teacher):
     name = "gaussian"
 
 
-class OU(Teacher):
+class UnboundedLogStd:
+    """Mixin for the teachers whose ``params['log_std']`` is their log noise scale as is (no bound)."""
+
+    def log_std(self, params):
+        return params["log_std"]
+
+    def log_std_param(self, log_std):
+        return np.asarray(log_std, np.float32)
+
+
+class OU(UnboundedLogStd, Teacher):
     """``ou``: mu(s) plus Ornstein-Uhlenbeck noise; ``params['log_std']`` stores log ou_sigma unbounded."""
 
     name = "ou"
@@ -34,12 +44,6 @@ class OU(Teacher):
 
     def init_log_std(self, config: TeacherConfig) -> float:
         return math.log(config.ou_sigma)
-
-    def log_std(self, params):
-        return params["log_std"]
-
-    def log_std_param(self, log_std):
-        return np.asarray(log_std, np.float32)
 
     def sample(self, params, memory, key, inputs, eps=None, hyper: TeacherHyper | None = None):
         """raw = mu(s) + x_{t+1}; returns (raw (B, A), x_{t+1} (B, A)). ``hyper``: the OU scale (None = config's)."""
