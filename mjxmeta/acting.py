@@ -51,9 +51,8 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     obs = env_state.obs
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
-    actor = student.actor(student_state)
-
     def actor_fn(delta):  # mu(s_b; theta + delta_b) in every env b (param_noise)
+        actor = student.actor(student_state)
         return jax.vmap(lambda d, o: student.mu(jax.tree.map(jnp.add, actor, d), norm, o))(delta, obs)
 
     u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory, actor_fn)
