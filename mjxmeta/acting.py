@@ -1,7 +1,8 @@
 """One acting step of the teacher pi_e, shared by D0 rollouts and ``render``.
 
 normalize -> student's mu(s) -> teacher inputs u -> sample the unclipped action
--> clip to [-1, 1] -> ``env.step`` -> update the teacher's per-env memory.
+-> clip to [-1, 1] -> ``env.step`` -> update the teacher's per-env memory
+(fresh memory where an episode ended).
 
 The log-probability the meta-policy gradient needs is that of the *unclipped*
 sample given u (Xu et al., ICML 2018, eq. 2; docs/algorithm.md, "Teachers"),
@@ -32,8 +33,11 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
         teacher reads (held fixed).
       teacher, teacher_params: the exploration policy.
       env_state: Brax state with ``obs`` (B, obs_size).
-      memory: (B, M) teacher memory (OU noise, previous TD error, ...).
-      key: raw key (2,) for the teacher's noise.
+      memory: the teacher's per-env memory, leaves (B, ...) (OU noise, previous
+        TD error, a per-episode latent, ...).
+      key: raw key (2,) for the teacher's noise; ``fold_in(key, 1)`` draws the
+        memory of the episodes that start after this step
+        (:meth:`~mjxmeta.teachers.base.Teacher.fresh_memory`).
       eps: optional standard-normal noise (B, A) used instead of drawing it
         from ``key`` (antithetic or common noise across candidates).
       teacher_hyper: the teacher's :class:`~mjxmeta.teachers.TeacherHyper`
@@ -47,9 +51,14 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     obs = env_state.obs
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
-    u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory)
+    def actor_fn(delta):  # mu(s_b; theta + delta_b) in every env b (param_noise)
+        actor = student.actor(student_state)
+        return jax.vmap(lambda d, o: student.mu(jax.tree.map(jnp.add, actor, d), norm, o))(delta, obs)
+
+    u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory, actor_fn)
     raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
     env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
-    memory = teacher.observe(memory, done, lambda: student.td_error(student_state, norm, tr))
+    memory = teacher.observe(teacher_params, memory, done, lambda: student.td_error(student_state, norm, tr),
+                             jax.random.fold_in(key, 1))
     return env_state, memory, tr, done, u, raw
 

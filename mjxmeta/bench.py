@@ -76,8 +76,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from mjxmeta.config import (ENV_NAMES, PRESET_NAMES, TEACHER_NAMES, Config, ConfigError, MetaConfig,
-                            TeacherConfig, student_preset, validate)
+from mjxmeta.config import (ENV_NAMES, META_TEACHERS, PRESET_NAMES, TEACHER_NAMES, Config, ConfigError,
+                            MetaConfig, TeacherConfig, student_preset, validate)
 
 # Vendor peak figures for the roofline projection (dense, no sparsity).
 ACCELERATORS = {
@@ -201,7 +201,7 @@ class Cell:
 
     @property
     def name(self) -> str:
-        k = f" K={self.candidates}" if self.teacher in ("meta_variance", "meta", "meta_state") else ""
+        k = f" K={self.candidates}" if self.teacher in META_TEACHERS else ""
         return (f"{self.env} {self.teacher} {self.preset} S={self.seeds}{k} N={self.num_envs} "
                 f"B={self.buffer_size:.0e}".replace("e+0", "e"))
 
@@ -524,7 +524,7 @@ def make_cells(envs, teachers, presets, seeds, candidates, num_envs, buffer_size
     cells: list[Cell] = []
     for env, teacher, preset, s, k, n, cap in itertools.product(envs, teachers, presets, seeds, candidates,
                                                                 num_envs, buffer_sizes):
-        if teacher not in ("meta_variance", "meta", "meta_state"):
+        if teacher not in META_TEACHERS:
             k = candidates[0]
         cell = Cell(env, teacher, preset, s, k, n, cap)
         if cell not in cells:

@@ -32,9 +32,9 @@ ENV_NAMES = (
     "hopper",
     "halfcheetah",
 )
-TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
-META_TEACHERS = ("meta_variance", "meta", "meta_state")
-NET_TEACHERS = ("meta", "meta_state")  # teachers whose mean is a network f (``teacher.residual`` applies)
+TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "pink", "meta_latent", "param_noise")
+META_TEACHERS = ("meta_variance", "meta", "meta_state", "meta_latent")
+NET_TEACHERS = ("meta", "meta_state", "meta_latent")  # mean is a network f (``teacher.residual`` applies)
 FLOAT32_TINY = 1.1754943508222875e-38  # np.finfo(np.float32).tiny: smaller nonzero values are 0 or denormal on device
 STUDENT_NAMES = ("ddpg", "td3")
 # Baselines run end to end by Brax's own trainers (mjxmeta.brax_baselines), not Student implementations: they read
@@ -187,8 +187,9 @@ class TeacherConfig:
     Attributes:
       name: exploration policy, one of :data:`TEACHER_NAMES`
         (docs/algorithm.md, "Teachers").
-      init_std: initial (``meta*``) or fixed (``gaussian``) action-noise std in
-        the normalized action space [-1, 1].
+      init_std: initial (``meta*``) or fixed (``gaussian``, ``pink``) action-noise
+        std in the normalized action space [-1, 1]; for ``param_noise`` the
+        initial weight-noise std sigma_p.
       lr: Adam learning rate of the meta-policy gradient step (eta in eq. 2).
       hidden: hidden widths of the teacher network f (``meta``, ``meta_state``).
       residual: the teacher's mean is a residual on the student's actor,
@@ -216,6 +217,16 @@ class TeacherConfig:
         K candidates with common start states, common action noise and common
         look-ahead minibatches; needs an even K).
       es_sigma: perturbation scale of the ``es`` estimator in the raw parameter space.
+      noise_exponent: beta of the ``pink`` teacher's colored noise, power
+        spectrum ∝ 1/f^beta per episode and action dimension (1 = pink, as
+        Eberhard et al. 2023; 0 = white; 2 = red/Brownian); its scale is init_std.
+      latent_size: dimension of the ``meta_latent`` teacher's per-episode latent z.
+      param_noise_delta: target action distance delta of the ``param_noise``
+        teacher (Plappert et al. 2018; Baselines' adaptive-param_0.2): its
+        weight-noise scale sigma_p (starting at init_std) grows by
+        param_noise_alpha while the perturbed actor's RMS action distance is
+        below it and shrinks otherwise.
+      param_noise_alpha: the factor alpha > 1 of the ``param_noise`` adaptation (Baselines 1.01).
     """
 
     name: str = field(default="meta", metadata={"flag": "teacher", "choices": TEACHER_NAMES})
@@ -233,6 +244,10 @@ class TeacherConfig:
     log_std_bound: str = field(default="sigmoid", metadata={"choices": LOG_STD_BOUNDS})
     estimator: str = field(default="reinforce", metadata={"choices": ESTIMATOR_NAMES})
     es_sigma: float = 0.05
+    noise_exponent: float = 1.0
+    latent_size: int = 2
+    param_noise_delta: float = 0.2
+    param_noise_alpha: float = 1.01
 
 
 @dataclass(frozen=True)
@@ -619,6 +634,10 @@ def validate(config: Config) -> Config:
                           f"({t.min_log_std}, {t.max_log_std}) (the sigmoid bound reaches its ends only at infinity)")
     _choice("teacher.estimator", t.estimator, ESTIMATOR_NAMES)
     _float("teacher.es_sigma", t.es_sigma, 0.0, 10.0, lo_open=True)
+    _float("teacher.noise_exponent", t.noise_exponent, 0.0, 4.0)
+    _int("teacher.latent_size", t.latent_size, 1, 1024)
+    _float("teacher.param_noise_delta", t.param_noise_delta, 0.0, 10.0, lo_open=True)
+    _float("teacher.param_noise_alpha", t.param_noise_alpha, 1.0, 10.0, lo_open=True)
 
     _int("meta.candidates", m.candidates, 1, 4096)
     _int("meta.lookahead_updates", m.lookahead_updates, 0, 10**6)

@@ -165,7 +165,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
         st, norm, params, teacher_hyper = policy
         k_reset, k_act = jax.random.split(key)
         env_state = env.reset(k_reset[None])
-        memory = jnp.zeros((1, teacher.memory_size), jnp.float32)
+        memory = teacher.fresh_memory(params, jax.random.fold_in(k_reset, 1), 1)
 
         def body(carry, k):
             env_state, memory = carry

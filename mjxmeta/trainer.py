@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mjxmeta import meta, students
+from mjxmeta import meta, students, teachers
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, point_config, sweep_points, validate
 from mjxmeta.distributed import check_seeds, global_array
@@ -40,7 +40,7 @@ from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.rollout import deterministic_returns
 from mjxmeta.students import StudentState, init_normalizer, update_normalizer
-from mjxmeta.teachers import Teacher, TeacherHyper, TeacherState
+from mjxmeta.teachers import TeacherHyper, TeacherState
 
 
 @struct.dataclass
@@ -112,7 +112,8 @@ class Trainer:
         self.obs_size = int(self.env.observation_size)
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
-        self.teacher = Teacher(c.teacher, self.obs_size, self.action_size)
+        self.teacher = teachers.make(c.teacher, self.obs_size, self.action_size, c.resolved_episode_length,
+                                     self.student)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
         self.K = c.num_candidates
         self.N = c.num_envs
@@ -317,6 +318,16 @@ class Trainer:
             norm = update_normalizer(norm, tr.obs)
         return state.replace(buffer=self.replay.insert(state.buffer, tr), normalizer=norm)
 
+    def adapt_teacher(self, state: TrainState, key: jax.Array) -> TeacherState:
+        """The teacher's per-iteration adaptation (:meth:`~mjxmeta.teachers.base.Teacher.adapt`) on a
+        minibatch of states from B; ``state.teacher`` itself for the teachers that do not adapt."""
+        if not self.teacher.adapts:
+            return state.teacher
+        k_rows, k_adapt = jax.random.split(key)
+        _, rows = self.replay.sample(state.buffer.replace(key=k_rows))
+        mu_fn = lambda actor, obs: self.student.mu(actor, state.normalizer, obs)  # noqa: E731
+        return self.teacher.adapt(state.teacher, self.student.actor(state.student), mu_fn, rows.obs, k_adapt)
+
     def student_update(self, state: TrainState):
         """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
         student, buffer, metrics = self.student.update_many(
@@ -347,8 +358,8 @@ class Trainer:
             metrics.update(meta_reward=jnp.mean(est["rewards"]), return_pi=est["returns"][0], **diag_metrics)
         else:
             env_state, memory, d0, _, _ = self.rollout_d0(state, k_d0)               # 1. D0 ~ pi_e
-            teacher = state.teacher
             state = self.insert(state, d0)
+            teacher = self.adapt_teacher(state, jax.random.fold_in(k_vis, 1))          # param_noise: sigma_p
             metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), **meta.zero_diagnostic_metrics())
         teacher = teacher.replace(memory=memory)
         state = state.replace(teacher=teacher, env_state=env_state, key=key,

@@ -154,6 +154,8 @@ BAD_INPUT = [
     # a residual mean needs a teacher network f
     (["--teacher", "meta_variance", "--teacher-residual"], "'teacher.residual' = True is invalid: accepted no value"),
     (["--teacher", "gaussian", "--no-teacher-residual"], "'teacher.residual' = False is invalid"),
+    (["--teacher-latent-size", "0"], "'teacher.latent_size' = 0 is invalid: accepted an integer in [1, 1024]"),
+    (["--teacher", "pink", "--candidates", "3"], "'meta.candidates' = 3 is invalid: accepted no value for the noise"),
 ]
 
 
@@ -216,6 +218,7 @@ def _other_value(flag):
     """A valid value different from the field's default."""
     # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one)
     special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum", "meta.candidates": 4,
+               "teacher.param_noise_alpha": 1.02,  # must stay > 1
                "sweep": (("student.tau", (0.005, 0.02)), ("student.actor_lr", (1e-4, 3e-4)))}
     if flag.field in special:
         return special[flag.field]

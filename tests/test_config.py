@@ -71,6 +71,9 @@ BAD = [
     ("student.layer_norm", 1), ("student.normalize_observations", "yes"), ("student.hidden", [64, 64]),
     ("teacher.hidden", (8.0,)), ("teacher.hidden", (True,)), ("meta.candidates", 2.0), ("teacher.lr", None),
     ("student.gamma", True), ("seed", -1), ("teacher.residual", 1),
+    # the pink and meta_latent teachers' fields
+    ("teacher.noise_exponent", -1.0), ("teacher.noise_exponent", float("nan")), ("teacher.latent_size", 0),
+    ("teacher.latent_size", 2.0), ("teacher.param_noise_alpha", 1.0), ("teacher.param_noise_delta", 0.0),
     # whole sub-configs of the wrong type
     ("student", None), ("teacher", {"name": "meta"}), ("meta", StudentConfig()),
 ]

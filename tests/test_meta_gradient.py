@@ -26,7 +26,7 @@ import pytest
 
 from mjxmeta import meta
 from mjxmeta.config import TeacherConfig
-from mjxmeta.teachers import Teacher
+from mjxmeta import teachers
 
 OBS, A, T = 3, 2, 3
 K = 20_000
@@ -35,7 +35,7 @@ LOG_STD = {"meta_variance": np.log([0.35, 0.3]), "meta": np.log([0.3, 0.35])}
 
 
 def make_teacher(name):
-    return Teacher(TeacherConfig(name=name, hidden=(4,)), OBS, A)
+    return teachers.make(TeacherConfig(name=name, hidden=(4,)), OBS, A)
 
 
 def make_params(teacher, seed=0):

@@ -26,7 +26,7 @@ import pytest
 from mjxmeta import meta
 from mjxmeta.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, validate
 from mjxmeta.replay import Transition
-from mjxmeta.teachers import Teacher
+from mjxmeta import teachers
 
 
 # --------------------------------------------------------------------------- ES estimator
@@ -160,7 +160,7 @@ def test_option_validation():
 
 # --------------------------------------------------------------------------- diagnostics
 def test_diagnostics_by_hand():
-    teacher = Teacher(TeacherConfig(name="meta_variance", log_std_bound="clip"), 3, 2)
+    teacher = teachers.make(TeacherConfig(name="meta_variance", log_std_bound="clip"), 3, 2)
     p0 = {"log_std": jnp.asarray([-1.0, -2.0])}
     d = meta.init_diagnostics(teacher, p0)
     p1 = {"log_std": jnp.asarray([-0.5, -2.0])}
@@ -205,7 +205,7 @@ def toy_run(init_std: float, estimator: str, iterations: int = TOY_ITERATIONS):
     tc = dataclasses.replace(TeacherConfig(), name="meta_variance", init_std=init_std, estimator=estimator)
     k = MetaConfig().candidates
     paired = MetaConfig().paired
-    teacher = Teacher(tc, 1, 1)
+    teacher = teachers.make(tc, 1, 1)
     inputs = jnp.zeros((k, TOY_T, 1), jnp.float32)  # mu(s) = 0
 
     def step(state, key):

@@ -55,8 +55,14 @@ class LinearDDPG:
     def normalize(self, norm, obs):
         return normalize(norm, obs, self.config.normalize_observations)
 
+    def actor(self, state):
+        return state.w_actor
+
+    def mu(self, actor, norm, obs):
+        return jnp.tanh(self.normalize(norm, obs) @ actor)
+
     def act(self, state, norm, obs):
-        return jnp.tanh(self.normalize(norm, obs) @ state.w_actor)
+        return self.mu(self.actor(state), norm, obs)
 
     def q(self, state, norm, obs, action):
         return jnp.concatenate([self.normalize(norm, obs), action], axis=-1) @ state.w_q + state.b_q

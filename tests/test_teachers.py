@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mjxmeta.config import TEACHER_NAMES, TeacherConfig
+from mjxmeta.config import TeacherConfig
+from mjxmeta import teachers
 from mjxmeta.teachers import Teacher, gaussian_log_prob
 
 OBS, A = 3, 2
@@ -25,6 +26,8 @@ HIDDEN = (8, 8)
 INIT_STD = 0.5
 LOG_STD = np.log([0.3, 0.7])  # per-dimension stds set explicitly (not the init value)
 N_SAMPLES = 20_000
+# The paper's teachers; pink and meta_latent have their own files (tests/test_pink.py, tests/test_meta_latent.py).
+PAPER_TEACHERS = ("gaussian", "ou", "meta_variance", "meta", "meta_state")
 
 
 def np_mean_net(net_params, x):
@@ -41,7 +44,7 @@ def np_mean_net(net_params, x):
 
 
 def make_teacher(name: str, **kw) -> Teacher:
-    return Teacher(TeacherConfig(name=name, init_std=INIT_STD, hidden=HIDDEN, **kw), OBS, A)
+    return teachers.make(TeacherConfig(name=name, init_std=INIT_STD, hidden=HIDDEN, **kw), OBS, A)
 
 
 def make_params(teacher: Teacher, seed=0):
@@ -124,7 +127,7 @@ def expected_mean(teacher, params, u, mu):
     return np.asarray(mu, np.float64)
 
 
-@pytest.mark.parametrize("name", TEACHER_NAMES)
+@pytest.mark.parametrize("name", PAPER_TEACHERS)
 def test_log_prob_is_density_of_unclipped_action(name):
     teacher, params, d, out = teacher_outputs(name)
     mean = expected_mean(teacher, params, d["u_small"], d["mu_small"])
@@ -143,7 +146,7 @@ def test_log_prob_is_density_of_unclipped_action(name):
     # not a meta teacher, so no meta-gradient is taken), see the report.
 
 
-@pytest.mark.parametrize("name", TEACHER_NAMES)
+@pytest.mark.parametrize("name", PAPER_TEACHERS)
 def test_sampled_noise_has_configured_std(name):
     teacher, params, d, out = teacher_outputs(name)
     mean = expected_mean(teacher, params, d["u_big"], d["mu_big"])
@@ -180,14 +183,14 @@ def test_init_log_std(name):
 
 
 def test_log_std_is_clipped_to_configured_range():
-    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5, log_std_bound="clip"),
+    teacher = teachers.make(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5, log_std_bound="clip"),
                       OBS, A)
     got = np.asarray(teacher.log_std({"log_std": jnp.asarray([-7.0, 3.0])}))
     np.testing.assert_array_equal(got, [-2.0, 0.5])
 
 
 def test_sigmoid_bound_by_hand_and_its_inverse():
-    teacher = Teacher(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5), OBS, A)
+    teacher = teachers.make(TeacherConfig(name="meta_variance", min_log_std=-2.0, max_log_std=0.5), OBS, A)
     raw = np.array([-30.0, 0.0, 1.0, 30.0], np.float32)
     want = -2.0 + 2.5 / (1.0 + np.exp(-raw.astype(np.float64)))
     got = np.asarray(teacher.log_std({"log_std": jnp.asarray(raw)}))
@@ -210,7 +213,7 @@ def test_hard_clip_parks_adam_outside_the_range_and_sigmoid_bound_recovers():
     import optax
 
     def run(bound):
-        teacher = Teacher(TeacherConfig(name="meta_variance", log_std_bound=bound), OBS, 1)
+        teacher = teachers.make(TeacherConfig(name="meta_variance", log_std_bound=bound), OBS, 1)
         params = {"log_std": jnp.asarray(teacher.log_std_param(np.array([-1.6])), jnp.float32)}
         opt = optax.adam(0.05)
         targets = jnp.concatenate([jnp.full((300,), 2.0), jnp.full((700,), -1.0)])
@@ -238,7 +241,7 @@ OU_STEPS, OU_BURN, OU_ENVS = 1200, 100, 256
 
 
 def test_ou_noise_is_the_discrete_ar1_process():
-    teacher = Teacher(TeacherConfig(name="ou", ou_theta=OU_THETA, ou_dt=OU_DT, ou_sigma=OU_SIGMA), OBS, 1)
+    teacher = teachers.make(TeacherConfig(name="ou", ou_theta=OU_THETA, ou_dt=OU_DT, ou_sigma=OU_SIGMA), OBS, 1)
     params = {"log_std": jnp.full((1,), math.log(OU_SIGMA), jnp.float32)}
 
     @jax.jit
@@ -271,7 +274,7 @@ def test_ou_noise_is_the_discrete_ar1_process():
     assert abs(rho2 - a**2) < 0.01
 
 
-@pytest.mark.parametrize("name", TEACHER_NAMES)
+@pytest.mark.parametrize("name", PAPER_TEACHERS)
 def test_observe_resets_memory_where_done(name):
     teacher = make_teacher(name)
     m = teacher.memory_size
@@ -284,7 +287,7 @@ def test_observe_resets_memory_where_done(name):
             raise AssertionError("td_fn must only be called by meta_state")
         return td
 
-    got = np.asarray(teacher.observe(memory, done, td_fn))
+    got = np.asarray(teacher.observe(make_params(teacher), memory, done, td_fn, jax.random.PRNGKey(0)))
     want = (np.asarray(td)[:, None] if name == "meta_state" else np.asarray(memory)).copy()
     want[[0, 2]] = 0.0
     np.testing.assert_array_equal(got, want)

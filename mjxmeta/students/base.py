@@ -83,6 +83,13 @@ class Student(Protocol):
     def act(self, state: StudentState, norm, obs: jax.Array) -> jax.Array:
         """Deterministic action mu(s): (..., obs_size) -> (..., action_size) in [-1, 1]."""
 
+    def actor(self, state: StudentState) -> Any:
+        """The actor's parameters (a pytree), what the ``param_noise`` teacher perturbs."""
+
+    def mu(self, actor: Any, norm, obs: jax.Array) -> jax.Array:
+        """mu(s; actor) for actor parameters of :meth:`actor`'s structure: (..., obs_size) -> (..., action_size).
+        ``act(state, norm, obs) == mu(actor(state), norm, obs)``."""
+
     def q(self, state: StudentState, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
         """The student's action value Q(s, a): -> (...). (``meta_state`` teacher feature.)"""
 

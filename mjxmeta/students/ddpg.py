@@ -124,6 +124,10 @@ class DDPG:
         """Q(s, a; critic): (…, obs_size), (…, action_size) -> (…)."""
         return self.critic_net.apply(critic, self.normalize(norm, obs), action)
 
+    def actor(self, state: DDPGState) -> Params:
+        """Student interface: the online actor's parameters."""
+        return state.actor
+
     def act(self, state: DDPGState, norm, obs: jax.Array) -> jax.Array:
         """Student interface: mu(s) of the online actor, (…, obs_size) -> (…, action_size)."""
         return self.mu(state.actor, norm, obs)
