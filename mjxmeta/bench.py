@@ -727,6 +727,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             cell_config(cell, a.log_every, max(a.train_chunks, 1))
         except ConfigError as e:
             parser.exit(2, f"mjxmeta bench: error: {e} (cell: {cell.name})\n")
+    from mjxmeta import program_cache
+
     if a.cold:
         import jax
 
@@ -735,6 +737,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from mjxmeta import compile_cache
 
         compile_cache.enable()
+    program_cache.enable(None)  # bench traces and times its programs itself (mjxmeta.program_cache)
     result = run(cells, log_every=a.log_every, chunks=a.chunks, rounds=a.rounds, reps=a.reps,
                  train_chunks=a.train_chunks, do_profile=not a.no_profile, do_cost=not a.no_cost,
                  progress=lambda m: print(f"[bench] {m}", file=sys.stderr, flush=True))

@@ -21,6 +21,9 @@ whatever their size. ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS`` and
 ``JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES``, if set, are left to JAX. The
 directory is never pruned (``JAX_COMPILATION_CACHE_MAX_SIZE`` bounds it, with
 the ``filelock`` package installed); deleting it is always safe.
+
+The same switch turns on :mod:`mjxmeta.program_cache` (traced programs, in a
+``mjxmeta-programs`` subdirectory), so that a second run skips tracing too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Mapping
+
+from mjxmeta import program_cache
 
 SWITCH = "MJXMETA_COMPILATION_CACHE"
 OFF = ("0", "false", "no", "off")
@@ -74,6 +79,7 @@ def enable(environ: Mapping[str, str] | None = None) -> Path | None:
         except OSError as e:
             print(f"mjxmeta: warning: compilation cache off: cannot create {path}: {e.strerror or e}", file=sys.stderr)
             path = None
+    program_cache.enable(path)  # traced programs live beside the compiled ones (mjxmeta.program_cache)
     if path is None:
         jax.config.update("jax_enable_compilation_cache", False)
         return None

@@ -32,9 +32,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mjxmeta import meta, students, teachers
+from mjxmeta import meta, program_cache, students, teachers
 from mjxmeta.acting import teacher_step
-from mjxmeta.config import Config, point_config, sweep_points, validate
+from mjxmeta.config import Config, point_config, sweep_points, to_dict, validate
 from mjxmeta.distributed import check_seeds, global_array
 from mjxmeta.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.replay import BufferState, Replay, Transition, flatten_batch
@@ -403,7 +403,8 @@ class Trainer:
 
         def init(keys):  # a named function: XLA module and cache entry "jit_init"
             return jax.vmap(self.init)(keys, hypers)
-        return jax.jit(init, out_shardings=self.seed_sharding())
+        keys = jax.ShapeDtypeStruct((self.config.num_runs, 2), jnp.uint32, sharding=self.seed_sharding())
+        return program_cache.jit(init, "init", self._program_key, (keys,), out_shardings=self.seed_sharding())
 
     @functools.cached_property
     def run_chunk(self):
@@ -412,12 +413,27 @@ class Trainer:
 
         def run_chunk(state):  # a named function: XLA module and cache entry "jit_run_chunk"
             return self.run(state, n)
-        return jax.jit(jax.vmap(run_chunk), donate_argnums=0)
+        return program_cache.jit(jax.vmap(run_chunk), "run_chunk", self._program_key, (self._state_shapes(),),
+                                 donate_argnums=(0,))
 
     @functools.cached_property
     def evaluate_seeds(self):
         """jit(vmap(evaluate)): state (R, ...), keys (R, 2) -> returns (R, eval_envs)."""
-        return jax.jit(jax.vmap(self.evaluate))
+        keys = jax.ShapeDtypeStruct((self.config.num_runs, 2), jnp.uint32)
+
+        def evaluate(state, keys):  # a named function: XLA module and cache entry "jit_evaluate"
+            return jax.vmap(self.evaluate)(state, keys)
+        return program_cache.jit(evaluate, "evaluate", self._program_key, (self._state_shapes(), keys))
+
+    @functools.cached_property
+    def _program_key(self) -> dict:
+        """What the traced programs depend on besides their inputs (:mod:`mjxmeta.program_cache`): the config."""
+        return to_dict(self.config)
+
+    def _state_shapes(self) -> TrainState:
+        """``ShapeDtypeStruct`` tree of the batched state (from the stored ``init`` program when there is one)."""
+        out_shapes = getattr(self.init_seeds, "out_shapes", None)
+        return out_shapes() if out_shapes is not None else jax.eval_shape(self.init_seeds, self.seed_keys())
 
     def eval_keys(self, iteration: int) -> jax.Array:
         """(R, 2) evaluation keys: independent of the training keys, fixed per iteration and seed index."""
@@ -465,7 +481,7 @@ class Trainer:
         its values follow from the config, so a checkpoint written before the
         state carried them restores with them (:meth:`mjxmeta.checkpoint.Checkpointer.restore`).
         """
-        shapes = jax.eval_shape(self.init_seeds, self.seed_keys())
+        shapes = self._state_shapes()
         sharding = self.seed_sharding()
         abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), shapes)
         return abstract.replace(hyper=self.shard(self.run_hypers()))

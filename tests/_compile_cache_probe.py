@@ -5,6 +5,7 @@ process and prints, as its last stdout line, JSON of what JAX's persistent compi
   ``/jax/compilation_cache/cache_misses``;
 * ``saved_s``: sum of ``/jax/compilation_cache/compile_time_saved_sec`` (compile time the hits skipped);
 * ``hit_modules``: the XLA module names JAX logs a hit for (e.g. ``jit_run_chunk``);
+* ``traced``: the functions JAX traced to a jaxpr (``/jax/core/compile/jaxpr_trace_duration``), by name;
 * ``rc``: the exit code of ``main``.
 """
 
@@ -16,7 +17,7 @@ import sys
 
 import jax.monitoring
 
-counts = {"hits": 0, "misses": 0, "saved_s": 0.0, "hit_modules": []}
+counts = {"hits": 0, "misses": 0, "saved_s": 0.0, "hit_modules": [], "traced": []}
 
 
 def on_event(event: str, **kwargs) -> None:
@@ -29,6 +30,8 @@ def on_event(event: str, **kwargs) -> None:
 def on_duration(event: str, duration: float, **kwargs) -> None:
     if event == "/jax/compilation_cache/compile_time_saved_sec":
         counts["saved_s"] += duration
+    elif event == "/jax/core/compile/jaxpr_trace_duration":
+        counts["traced"].append(kwargs.get("fun_name"))
 
 
 class HitNames(logging.Handler):

@@ -89,3 +89,13 @@ def tree_index(tree, i: int):
 def small_cfg():
     """The ``small_config`` factory as a fixture."""
     return small_config
+
+
+@pytest.fixture(autouse=True)
+def _program_store_per_test():
+    """An in-process ``mjxmeta train`` turns on mjxmeta.program_cache; later tests start without it."""
+    from mjxmeta import program_cache
+
+    before = program_cache.directory()
+    yield
+    program_cache.enable(before.parent if before is not None else None)

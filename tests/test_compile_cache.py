@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from mjxmeta import compile_cache
+from mjxmeta import compile_cache, program_cache
 
 PROBE = Path(__file__).with_name("_compile_cache_probe.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,11 +95,17 @@ def test_second_process_of_the_same_config_loads_its_programs_from_the_default_c
     assert first["rc"] == 0 and first["hits"] == 0 and first["misses"] > 0
     written = {p.name.rsplit("-", 2)[0] for p in cache.glob("*-cache")}
     assert {"jit_run_chunk", "jit_evaluate", "jit_init"} <= written, written  # the fused chunk is cached
+    programs = {"init", "run_chunk", "evaluate"}  # mjxmeta.program_cache: traced once, stored beside the cache
+    traced = {f"export_{p}" for p in programs}  # a trace of the function itself (replays trace as `name`)
+    assert traced <= set(first["traced"]), first["traced"]
+    stored = {p.name.rsplit("-", 1)[0] for p in (cache / program_cache.SUBDIR).glob("*.pkl")}
+    assert stored == programs, stored
 
     second = _probe(tmp_path / "run2", xdg)
     assert second["rc"] == 0
     assert written <= set(second["hit_modules"]), written - set(second["hit_modules"])
     assert second["hits"] >= len(written) and second["saved_s"] > 0
+    assert not traced & set(second["traced"]), second["traced"]  # replayed from the stored programs
     rows = [json.loads(x) for x in (tmp_path / "run2" / "metrics.jsonl").read_text().splitlines()]
     first_rows = [json.loads(x) for x in (tmp_path / "run1" / "metrics.jsonl").read_text().splitlines()]
     strip = lambda rs: [{k: v for k, v in r.items() if k != "wall_s"} for r in rs]  # noqa: E731

@@ -17,6 +17,7 @@ the ratios that are targets are measured in one process by ``targets.py``.
     python experiments/bench/scaling.py --list     # what would run
     python experiments/bench/scaling.py --rows S   # one row only
     python experiments/bench/scaling.py --rows S --seeds 1 4 16   # S = 64 left out
+    python experiments/bench/scaling.py --max-cells 1   # one missing cell, then exit (a quiet gap between cells)
 """
 
 from __future__ import annotations
@@ -73,13 +74,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--seeds", nargs="+", type=int, default=None, help="only the cells with these S (default: all)")
     ap.add_argument("--list", action="store_true", help="print the cells and whether they are done")
+    ap.add_argument("--max-cells", type=int, default=None, help="measure at most this many missing cells, then exit")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     todo = [c for c in cells(a.rows) if a.seeds is None or c["S"] in a.seeds]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    measured = 0
     for i, c in enumerate(todo):
         path = out / f"{cell_name(c)}.json"
+        if a.max_cells is not None and measured >= a.max_cells and not path.exists():
+            break
         if a.list or path.exists():
             print(f"{'done' if path.exists() else 'todo'}  {path.name}")
             continue
@@ -92,6 +97,7 @@ def main(argv=None) -> int:
             print(proc.stderr[-3000:], file=sys.stderr)
             return proc.returncode
         os.replace(tmp, path)  # only a finished cell counts as done
+        measured += 1
         print(f"[scaling]   {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
     return 0
 

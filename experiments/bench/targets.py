@@ -51,35 +51,107 @@ BENCHES = {
     "compile_hopper": ["--env", "hopper", "--teacher", "gaussian", "meta", "--cold", "--rounds", "1",
                        "--chunks", "1", "--train-chunks", "0", "--no-profile", "--no-cost"],
 }
-# mjxmeta train twice with one fresh compilation cache: time from process start to the first log point.
-# One iteration per chunk (800 env steps), so the first log point comes right after the first chunk starts.
+# mjxmeta train with a fresh compilation cache (first run), then again with that cache (second run), PAIRS times
+# alternating. One iteration per chunk (800 env steps), so the first log point comes right after the first chunk.
 SECOND_RUN = ["train", "--env", "hopper", "--teacher", "meta", "--seeds", "1", "--log-every", "1",
               "--total-steps", "2400", "--no-progress"]
+PAIRS = 2
 
 
 def _env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
+def parse_trace(text: str) -> list[tuple[float, str]]:
+    """The ``[seconds] what`` lines of ``startup_trace.py``."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("[") and "]" in line:
+            t, _, what = line[1:].partition("]")
+            try:
+                out.append((float(t), what.strip()))
+            except ValueError:
+                pass
+    return out
+
+
+def startup_phases(trace: list[tuple[float, str]], until: float) -> dict:
+    """Seconds per phase before ``until`` (the first log point) from a start-up trace.
+
+    imports (to ``import mjxmeta``), then, summed over the programs: Python
+    tracing, lowering to MLIR, XLA compile or cache load (``backend``), of which
+    reading the cached executable (``cache_read``); and the wall time of the
+    marked steps (``Trainer.__init__``, ``init_seeds``, ``run_chunk``, ...).
+    """
+    ph: dict = {"trace_s": 0.0, "lower_s": 0.0, "backend_s": 0.0, "cache_read_s": 0.0, "steps": {}}
+    opened: dict = {}
+    for t, what in trace:
+        if t > until:
+            break
+        if what == "import mjxmeta":
+            ph["imports_s"] = t
+        elif what.startswith("event "):
+            _, event, dur, *name = what.split()
+            d = float(dur.rstrip("s"))
+            key = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
+                   "/jax/core/compile/backend_compile_duration": "backend_s",
+                   "/jax/compilation_cache/cache_retrieval_time_sec": "cache_read_s"}.get(event)
+            if key:
+                ph[key] += d
+                if d > 0.5:
+                    ph.setdefault("largest", []).append([key, name[0] if name else "", d])
+        elif what[:2] in ("> ", "< "):
+            label = what[2:]
+            if what[0] == ">":
+                opened[label] = t
+            elif label in opened:
+                ph["steps"][label] = ph["steps"].get(label, 0.0) + t - opened.pop(label)
+    return ph
+
+
 def time_to_first_log(argv: list[str], cache_dir: str) -> dict:
-    """Runs ``mjxmeta <argv>`` in a fresh process; seconds from start to its first metrics row and to exit."""
+    """Runs ``mjxmeta <argv>`` (under ``startup_trace.py``) in a fresh process until its first metrics row.
+
+    Returns seconds from process start to that row, the load before and after,
+    and the start-up phases (:func:`startup_phases`). The process is killed at
+    the first row: what follows is not part of the measurement.
+    """
     with tempfile.TemporaryDirectory(prefix="mjxmeta-second-run-") as tmp:
         run_dir = Path(tmp) / "run"
         metrics = run_dir / "metrics.jsonl"
-        env = dict(_env(), JAX_COMPILATION_CACHE_DIR=cache_dir)
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "mjxmeta.cli", *argv, "--run-dir", str(run_dir)],
-                                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        first = None
-        while proc.poll() is None:
-            if first is None and metrics.exists() and metrics.stat().st_size > 0:
-                first = time.perf_counter() - t0
-            time.sleep(0.01)
-        end = time.perf_counter() - t0
-        err = proc.stderr.read()
-        if proc.returncode:
-            raise RuntimeError(f"mjxmeta {' '.join(argv)} failed:\n{err[-3000:]}")
-    return {"first_log_s": first if first is not None else end, "exit_s": end}
+        err_path = Path(tmp) / "stderr"
+        load = os.getloadavg()[0]
+        t0 = time.time()
+        env = dict(_env(), JAX_COMPILATION_CACHE_DIR=cache_dir, MJXMETA_TRACE_T0=repr(t0))
+        with open(err_path, "w") as err:
+            proc = subprocess.Popen([sys.executable, str(HERE / "startup_trace.py"), *argv, "--run-dir", str(run_dir)],
+                                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err, text=True)
+            first = None
+            while proc.poll() is None:
+                if metrics.exists() and metrics.stat().st_size > 0:
+                    first = time.time() - t0
+                    proc.kill()
+                    proc.wait()
+                    break
+                time.sleep(0.01)
+        text = err_path.read_text()
+        if first is None:
+            raise RuntimeError(f"mjxmeta {' '.join(argv)} ended (code {proc.returncode}) before a log point:\n"
+                               f"{text[-3000:]}")
+    trace = parse_trace(text)
+    return {"first_log_s": first, "load_before": load, "load_after": os.getloadavg()[0],
+            "phases": startup_phases(trace, first), "trace": [[t, w] for t, w in trace if t <= first]}
+
+
+def second_run(pairs: int = PAIRS) -> dict:
+    """First (empty cache) and second (warm cache) run to the first log point, alternating ``pairs`` times."""
+    runs = []
+    for _ in range(pairs):
+        with tempfile.TemporaryDirectory(prefix="mjxmeta-cache-") as cache:
+            runs.append(dict(time_to_first_log(SECOND_RUN, cache), run="first"))
+            runs.append(dict(time_to_first_log(SECOND_RUN, cache), run="second"))
+    return {"runs": runs, "command": ["mjxmeta"] + SECOND_RUN, "pairs": pairs}
 
 
 def measure(names: list[str], out: Path) -> None:
@@ -92,10 +164,8 @@ def measure(names: list[str], out: Path) -> None:
         print(f"[targets] {name}", file=sys.stderr, flush=True)
         tmp = path.with_suffix(".partial")
         if name == "second_run":
-            with tempfile.TemporaryDirectory(prefix="mjxmeta-cache-") as cache:
-                runs = [time_to_first_log(SECOND_RUN, cache) for _ in range(2)]
-            result = {"runs": runs, "command": ["mjxmeta"] + SECOND_RUN, "versions": versions(),
-                      "machine": machine()}
+            before = machine()
+            result = dict(second_run(), versions=versions(), machine=before, machine_after=machine())
             tmp.write_text(json.dumps(result, indent=1))
         else:
             cmd = [sys.executable, "-m", "mjxmeta.cli", "bench", *BENCHES[name], "--json", str(tmp)]
