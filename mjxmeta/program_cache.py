@@ -29,6 +29,7 @@ import importlib.metadata
 import json
 import os
 import pickle
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,12 @@ def fingerprint() -> str:
     return _fingerprint
 
 
+def tree_key(treedef) -> str:
+    """A pytree structure as text that is the same in every process: ``str(treedef)`` without the memory
+    addresses MJX's static array fields print with (their values follow from the config, part of the key)."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef))
+
+
 def _usable() -> bool:
     import jax
 
@@ -107,10 +114,8 @@ def jit(fn: Callable, name: str, key: Any, args: Sequence[Any], *, donate_argnum
         return plain
     leaves, in_tree = jax.tree.flatten(args)
     types = [_type_of(x) for x in leaves]
-    h = hashlib.sha256(json.dumps([name, key, types, jax.default_backend(), fingerprint()], sort_keys=True,
-                                  default=str).encode())
-    h.update(pickle.dumps(in_tree))  # not str(in_tree): MJX's static fields print with their memory address
-    digest = h.hexdigest()[:32]
+    digest = hashlib.sha256(json.dumps([name, key, types, tree_key(in_tree), jax.default_backend(), fingerprint()],
+                                       sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = _DIR / f"{name}-{digest}.pkl"
     donated = tuple(i for i, (a, _) in enumerate(_leaf_owners(args)) if a in set(donate_argnums))
     exported, out_tree = _load(path)

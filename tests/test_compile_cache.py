@@ -126,3 +126,18 @@ def test_observation_size_compiles_nothing(name, width):
     finally:
         jax.monitoring.unregister_event_duration_listener(listener)
     assert compiles == []  # the widths: pendulum (cos, sin, angular velocity); inverted_pendulum qpos (2), qvel (2)
+
+
+def test_program_key_of_an_mjx_state_is_the_same_after_a_pickle_round_trip():
+    """The stored ``init`` program gives the state's structure unpickled; the chunk's key must not change."""
+    import pickle
+
+    import jax.numpy as jnp
+
+    from mjxmeta.envs import make
+
+    env = make("inverted_pendulum")
+    tree = jax.tree.structure(jax.eval_shape(env.reset, jax.ShapeDtypeStruct((1, 2), jnp.uint32)))
+    assert " at 0x" in str(tree)  # MJX static fields print with their address: str() alone is no key
+    again = pickle.loads(pickle.dumps(tree))
+    assert again == tree and program_cache.tree_key(again) == program_cache.tree_key(tree)
