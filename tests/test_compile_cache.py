@@ -138,6 +138,6 @@ def test_program_key_of_an_mjx_state_is_the_same_after_a_pickle_round_trip():
 
     env = make("inverted_pendulum")
     tree = jax.tree.structure(jax.eval_shape(env.reset, jax.ShapeDtypeStruct((1, 2), jnp.uint32)))
-    assert " at 0x" in str(tree)  # MJX static fields print with their address: str() alone is no key
+    assert " at 0x" in str(tree)  # MJX static fields print with their address: str() is no key
     again = pickle.loads(pickle.dumps(tree))
     assert again == tree and program_cache.tree_key(again) == program_cache.tree_key(tree)
