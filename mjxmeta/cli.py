@@ -32,8 +32,10 @@ final checkpoint. The README's "Reliability" section lists the guarantees.
 
 Compiled programs are kept in JAX's persistent compilation cache,
 ``~/.cache/mjxmeta/jax`` (``$XDG_CACHE_HOME/mjxmeta/jax``), so a second run of
-a config skips the compile; ``JAX_COMPILATION_CACHE_DIR`` moves it and
-``MJXMETA_COMPILATION_CACHE=0`` turns it off (:mod:`mjxmeta.compile_cache`).
+a config skips the compile, and the traced programs beside them, so it skips
+tracing too (:mod:`mjxmeta.program_cache`); ``JAX_COMPILATION_CACHE_DIR``
+moves both and ``MJXMETA_COMPILATION_CACHE=0`` turns both off
+(:mod:`mjxmeta.compile_cache`).
 """
 
 from __future__ import annotations
