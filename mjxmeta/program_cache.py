@@ -13,8 +13,8 @@ instead of tracing. The wrapper's own compile then hits the persistent cache.
 
 An entry is keyed by the program's name, the caller's ``key`` (the full
 config), the input types and shardings, the sources of the ``mjxmeta`` package
-and the versions of jax, jaxlib, brax, mujoco, mujoco-mjx, flax, optax and
-flashbax: any change there traces anew. Entries live under
+and the versions of jax, jaxlib, brax, mujoco, mujoco-mjx, flax, optax,
+flashbax and playground (whose envs are traced too): any change there traces anew. Entries live under
 ``<compilation cache dir>/mjxmeta-programs`` and are on exactly when the
 persistent compilation cache is (:func:`enable`, called by
 :func:`mjxmeta.compile_cache.enable`), and only with one process and one
@@ -37,7 +37,7 @@ from typing import Any, Callable, Sequence
 
 SUBDIR = "mjxmeta-programs"
 _DIR: Path | None = None
-_PACKAGES = ("jax", "jaxlib", "brax", "mujoco", "mujoco-mjx", "flax", "optax", "flashbax")
+_PACKAGES = ("jax", "jaxlib", "brax", "mujoco", "mujoco-mjx", "flax", "optax", "flashbax", "playground")
 _fingerprint: str | None = None
 
 
