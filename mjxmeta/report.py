@@ -430,22 +430,40 @@ def _fmt(x: float) -> str:
     return f"{x:.3g}" if abs(x) < 10 else f"{x:.1f}"
 
 
+def _student(group: Group) -> str:
+    return str(group.runs[0].config.get("student", {}).get("name", "?"))
+
+
+def reference_group(group: Group, groups: Sequence[Group]) -> Group | None:
+    """The ``gaussian`` group that ``group``'s probability of improvement is measured against.
+
+    Same env (``groups`` is one env's), same student, and the same swept values
+    of every non-teacher hyperparameter (a sweep over ``teacher.*`` compares each
+    value with the one gaussian run). None for Brax's baselines (``sac``/``ppo``
+    take no teacher) and when no such gaussian run exists.
+    """
+    if _student(group) in BRAX_STUDENTS:
+        return None
+    own = {k: v for k, v in group.runs[0].hparams.items() if not k.startswith("teacher.")}
+    return next((g for g in groups if g.teacher == BASELINE_TEACHER and _student(g) == _student(group)
+                 and {k: v for k, v in g.runs[0].hparams.items() if not k.startswith("teacher.")} == own), None)
+
+
 def summary_table(env: str, groups: Sequence[Group], reps: int = 2000, last: int = 1, seed: int = 0) -> str:
     """Markdown section for one env: a header line and a table with one row per group.
 
     Columns: teacher, seeds, env steps at the final point, final return
     mean ± sd (sample sd, ddof 1), IQM [95 % CI], P(teacher > gaussian)
-    [95 % CI], wall-clock seconds. The PoI column is "n/a" when the env has no
-    ``gaussian`` run; the gaussian row itself reads "(reference)".
+    [95 % CI], wall-clock seconds. P(X > gaussian) compares a group with the
+    gaussian run of its own student (:func:`reference_group`); it is "n/a" when
+    there is none (always for ``sac``/``ppo``); a gaussian row reads "(reference)".
     """
-    base = next((g for g in groups if g.teacher == BASELINE_TEACHER), None)
-    base_scores = final_scores(base, last) if base is not None else None
     final_desc = "last log point" if last == 1 else f"mean of the last {last} log points"
     lines = [f"## {env}", ""]
     lines.append(f"Final return per seed = eval return at the {final_desc}; IQM and P(X > gaussian) with 95 % "
                  f"percentile stratified-bootstrap CIs ({reps} resamples of seeds).")
-    if base is None:
-        lines.append(f"No `{BASELINE_TEACHER}` run for this env: probability of improvement is n/a.")
+    lines.append(f"P(X > gaussian) compares each line with the `{BASELINE_TEACHER}` run of the same student (and the "
+                 "same swept non-teacher values); n/a where there is none, e.g. Brax's sac/ppo, which take no teacher.")
     lines += ["", "| teacher | seeds | env steps | final return mean ± sd | IQM [95 % CI] | "
                   "P(X > gaussian) [95 % CI] | wall s |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -454,12 +472,13 @@ def summary_table(env: str, groups: Sequence[Group], reps: int = 2000, last: int
         sd = float(np.std(s, ddof=1)) if s.size > 1 else math.nan
         point, low, high = iqm_ci(s, reps, seed + i)
         iqm_txt = f"{_fmt(float(point))} [{_fmt(float(low))}, {_fmt(float(high))}]"
-        if base is None:
-            poi_txt = "n/a"
-        elif g is base:
+        base = reference_group(g, groups)
+        if g.teacher == BASELINE_TEACHER and base is g:
             poi_txt = "(reference)"
+        elif base is None:
+            poi_txt = "n/a"
         else:
-            p, pl, ph = poi_ci(s, base_scores, reps, seed + 1000 + i)
+            p, pl, ph = poi_ci(s, final_scores(base, last), reps, seed + 1000 + i)
             poi_txt = f"{p:.2f} [{pl:.2f}, {ph:.2f}]" if math.isfinite(pl) else f"{p:.2f} [n/a]"
         lines.append(f"| {g.label} | {g.num_seeds} | {int(g.steps[-1])} | {_fmt(float(np.mean(s)))} ± {_fmt(sd)} | "
                      f"{iqm_txt} | {poi_txt} | {_fmt(float(g.wall[-1]))} |")

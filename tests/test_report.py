@@ -12,13 +12,13 @@ from scipy.stats import norm, trim_mean
 
 from mjxmeta import report as R
 from mjxmeta.cli import main
-from mjxmeta.config import Config, MetaConfig, TeacherConfig, to_dict
+from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig, to_dict
 
 
 def write_run(path: Path, env: str = "pendulum", teacher: str = "gaussian", seeds: int = 4, points: int = 10,
               per_point: int = 1000, level: float = 0.0, noise: float = 10.0, rng_seed: int = 0,
               seed: int = 0, candidates: int = 2, finals: list[float] | None = None,
-              evaluated: set[int] | None = None) -> Path:
+              evaluated: set[int] | None = None, student: str = "ddpg") -> Path:
     """A run dir with config.json and metrics.jsonl: return = -1000 + (1000 + level)(1 - e^{-p/3}) + noise.
 
     ``finals`` (one per seed) overrides the eval return at the last log point.
@@ -26,7 +26,7 @@ def write_run(path: Path, env: str = "pendulum", teacher: str = "gaussian", seed
     """
     path.mkdir(parents=True, exist_ok=True)
     config = Config(env=env, seeds=seeds, seed=seed, teacher=TeacherConfig(name=teacher),
-                    meta=MetaConfig(candidates=candidates))
+                    meta=MetaConfig(candidates=candidates), student=StudentConfig(name=student))
     (path / "config.json").write_text(json.dumps(to_dict(config)))
     rng = np.random.default_rng(rng_seed)
     meta = teacher.startswith("meta")
@@ -228,7 +228,41 @@ def test_summary_table_without_gaussian_says_na(tmp_path):
     md = R.summary_table("pendulum", groups, reps=200)
     rows = [line for line in md.splitlines() if line.startswith("| meta") or line.startswith("| ou")]
     assert len(rows) == 2 and all(r.split("|")[6].strip() == "n/a" for r in rows)
-    assert "No `gaussian` run" in md
+
+
+def _poi_column(md: str) -> dict[str, str]:
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith(("| teacher", "| ---"))]
+    return {r.split("|")[1].strip(): r.split("|")[6].strip() for r in rows}
+
+
+def test_poi_is_against_the_gaussian_run_of_the_same_student_and_env(tmp_path):
+    """Two students x two envs, each with its own gaussian reference; Brax's sac has none (n/a)."""
+    finals = {  # (env, student, teacher) -> final returns of 4 seeds
+        ("pendulum", "ddpg", "gaussian"): [0.0, 1.0, 2.0, 3.0], ("pendulum", "ddpg", "meta"): [1.5, 1.5, 1.5, 1.5],
+        ("pendulum", "td3", "gaussian"): [10.0, 11.0, 12.0, 13.0], ("pendulum", "td3", "meta"): [12.0, 12.0, 12.0, 12.0],
+        ("hopper", "ddpg", "gaussian"): [5.0, 5.0, 5.0, 5.0], ("hopper", "ddpg", "meta"): [4.0, 5.0, 6.0, 7.0],
+        ("hopper", "td3", "gaussian"): [0.0, 0.0, 0.0, 0.0], ("hopper", "td3", "meta"): [-1.0, -1.0, -1.0, 1.0],
+        ("pendulum", "sac", "gaussian"): [100.0, 100.0, 100.0, 100.0]}
+    runs = [write_run(tmp_path / "-".join(k), env=k[0], student=k[1], teacher=k[2], finals=f, rng_seed=i)
+            for i, (k, f) in enumerate(finals.items())]
+    groups = R.group_runs(R.load_runs(runs))
+
+    def hand(x, y):  # P(X > Y) over all seed pairs, ties 1/2
+        return np.mean([[1.0 if a > b else 0.5 if a == b else 0.0 for b in y] for a in x])
+
+    for env in ("pendulum", "hopper"):
+        col = _poi_column(R.summary_table(env, groups[env], reps=100))
+        for student in ("ddpg", "td3"):
+            line = next(k for k in col if k.startswith("meta") and f"student.name={student}" in k)
+            want = hand(finals[(env, student, "meta")], finals[(env, student, "gaussian")])
+            assert col[line].startswith(f"{want:.2f} ["), (env, student, col[line], want)
+            ref = next(k for k in col if k.startswith("gaussian") and f"student.name={student}" in k)
+            assert col[ref] == "(reference)"
+    # the two students' references give different values (td3 meta vs ddpg's gaussian would be 1.0)
+    assert hand(finals[("pendulum", "ddpg", "meta")], finals[("pendulum", "ddpg", "gaussian")]) == 0.5
+    assert hand(finals[("pendulum", "td3", "meta")], finals[("pendulum", "td3", "gaussian")]) == 0.625
+    sac = next(k for k in _poi_column(R.summary_table("pendulum", groups["pendulum"], reps=100)) if k.startswith("sac"))
+    assert _poi_column(R.summary_table("pendulum", groups["pendulum"], reps=100))[sac] == "n/a"
 
 
 # ------------------------------------------------------------------ report and plots
