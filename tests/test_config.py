@@ -162,7 +162,7 @@ CROSS = {
     "student.buffer_size": {"student.batch_size"},
     "student.batch_size": {"student.buffer_size"},
     "num_envs": _SIZES, "rollout_steps": _SIZES, "meta.return_envs": _SIZES, "meta.return_horizon": _SIZES,
-    "log_every": {"checkpoint_every"},
+    "log_every": {"checkpoint_every"} | _SIZES,  # one chunk = log_every iterations: a large one exceeds total_steps
 }
 
 malformed = st.one_of(
