@@ -272,8 +272,8 @@ class Config:
 
     Attributes:
       env: environment name, one of :data:`ENV_NAMES`.
-      episode_length: time limit in steps; 0 = env default (1000 MJX, 200 pendulum;
-        :func:`default_episode_length`).
+      episode_length: time limit in steps; 0 = env default (1000 MJX and Playground, 200 pendulum,
+        999 mountain_car_continuous; :func:`default_episode_length`).
       seeds: S, independent seeds vmapped in one program.
       seed: base PRNG seed; seed i of the run uses ``fold_in(PRNGKey(seed), i)``.
       num_envs: N, teacher environments per candidate.
