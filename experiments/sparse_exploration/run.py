@@ -190,10 +190,23 @@ def goal_stats(env: str, metrics: Path) -> dict:
     return {"seeds": len(seeds), "fraction": frac, "per_seed": per}
 
 
-def commit(path: Path, message: str) -> None:
-    """``git add path && git commit`` of one piece (the repository of this file)."""
-    subprocess.run(["git", "add", str(path)], cwd=HERE, check=True)
-    subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)], cwd=HERE, check=True)
+def commit(path: Path, message: str, tries: int = 5) -> None:
+    """``git add path && git commit`` of ``path`` only (the repository of this file).
+
+    Retries a few times, 10 s apart: a git command run by hand in the same
+    worktree meanwhile holds ``index.lock``. Raises CalledProcessError after the last try.
+    """
+    for attempt in range(tries):
+        add = subprocess.run(["git", "add", str(path)], cwd=HERE)
+        if add.returncode == 0 and subprocess.run(["git", "diff", "--cached", "--quiet", "--", str(path)],
+                                                  cwd=HERE).returncode == 0:
+            return  # nothing changed
+        if add.returncode == 0 and subprocess.run(["git", "commit", "-q", "-m", message, "--", str(path)],
+                                                  cwd=HERE).returncode == 0:
+            return
+        if attempt == tries - 1:
+            raise subprocess.CalledProcessError(1, f"git commit -- {path}")
+        time.sleep(10)
 
 
 def _fmt(x, pct=True):
