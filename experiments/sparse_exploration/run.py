@@ -223,21 +223,24 @@ def summarize(run_report: bool = True) -> Path:
              "`final eval` is the mean ± sd over seeds of the last evaluation's mean return.", ""]
     dirs = []
     for env in ENVS:
-        found = [p for p in sorted((RESULTS / env).glob("*/piece.json"))] if (RESULTS / env).exists() else []
+        found = [piece_dir(*x) / "piece.json" for x in pieces([env], STUDENTS, TEACHERS)]
+        found = [p for p in found if p.exists()]
         if not found:
             continue
         lines += [f"## {env} ({BUDGETS[env]} env steps per seed)", "",
                   "| student | teacher | seeds | explored (D0) | reached at eval | solved at end | reached (either) "
-                  "| final eval | wall s | load (mean) |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| first reach (median env steps) | final eval | wall s | load (mean) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for p in found:
             rec = json.loads(p.read_text())
             g = goal_stats(env, p.parent / "metrics.jsonl")
             finals = [v["final_eval_return"] for v in g["per_seed"].values() if v["final_eval_return"] is not None]
             student, teacher = p.parent.name.split("-", 1)
             f = g["fraction"]
+            firsts = [v["first_env_steps"] for v in g["per_seed"].values() if v["first_env_steps"] is not None]
+            first = f"{np.median(firsts):.0f} ({len(firsts)} seeds)" if firsts else "never"
             lines.append(f"| {student} | {teacher} | {g['seeds']} | {_fmt(f['explored'])} | {_fmt(f['eval_reached'])} "
-                         f"| {_fmt(f['solved'])} | {_fmt(f['reached'])} | {np.mean(finals):.1f} ± "
+                         f"| {_fmt(f['solved'])} | {_fmt(f['reached'])} | {first} | {np.mean(finals):.1f} ± "
                          f"{np.std(finals, ddof=1):.1f} | {rec['wall_s']:.0f} | {rec['load_1min']['mean']} |")
             dirs.append(p.parent)
         lines.append("")
