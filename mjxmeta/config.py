@@ -31,7 +31,17 @@ ENV_NAMES = (
     "reacher",
     "hopper",
     "halfcheetah",
+    "mountain_car_continuous",
+    "cartpole_swingup_sparse",
+    "acrobot_swingup_sparse",
+    "ball_in_cup",
 )
+# MuJoCo Playground's dm_control suite tasks: need the optional extra ``mjxmeta[playground]`` (name -> its registry name).
+PLAYGROUND_ENVS = {
+    "cartpole_swingup_sparse": "CartpoleSwingupSparse",
+    "acrobot_swingup_sparse": "AcrobotSwingupSparse",
+    "ball_in_cup": "BallInCup",
+}
 TEACHER_NAMES = ("gaussian", "ou", "meta_variance", "meta", "meta_state", "pink", "meta_latent", "param_noise")
 META_TEACHERS = ("meta_variance", "meta", "meta_state", "meta_latent")
 NET_TEACHERS = ("meta", "meta_state", "meta_latent")  # mean is a network f (``teacher.residual`` applies)
@@ -59,13 +69,14 @@ PRESET_NAMES = ("baselines2017", "modern")
 SWEEPABLE = ("student.actor_lr", "student.critic_lr", "student.tau", "teacher.lr", "teacher.init_std",
              "teacher.ou_sigma")
 MAX_RUNS = 4096  # seeds x sweep combinations vmapped in one program
-# Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps), Brax's MJX envs (1000).
-EPISODE_LENGTHS = {"pendulum": 200}
+# Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps) and MountainCarContinuous-v0
+# (999), Brax's MJX envs and Playground's dm_control suite tasks (1000).
+EPISODE_LENGTHS = {"pendulum": 200, "mountain_car_continuous": 999}
 MJX_EPISODE_LENGTH = 1000
 
 
 def default_episode_length(env: str) -> int:
-    """The env's own time limit in steps (200 for ``pendulum``, 1000 for the MJX envs)."""
+    """The env's own time limit in steps (200 ``pendulum``, 999 ``mountain_car_continuous``, else 1000)."""
     return EPISODE_LENGTHS.get(env, MJX_EPISODE_LENGTH)
 
 
@@ -304,8 +315,8 @@ class Config:
 
     Attributes:
       env: environment name, one of :data:`ENV_NAMES`.
-      episode_length: time limit in steps; 0 = env default (1000 MJX, 200 pendulum;
-        :func:`default_episode_length`).
+      episode_length: time limit in steps; 0 = env default (1000 MJX and Playground, 200 pendulum,
+        999 mountain_car_continuous; :func:`default_episode_length`).
       seeds: S, independent seeds vmapped in one program.
       seed: base PRNG seed; seed i of the run uses ``fold_in(PRNGKey(seed), i)``.
       num_envs: N, teacher environments per candidate.
@@ -558,6 +569,14 @@ def _widths(name: str, value: Any) -> None:
         raise ConfigError(name, value, "a non-empty tuple of integers in [1, 65536]")
 
 
+def _extra_installed(name: str, env: str) -> None:
+    """A Playground env needs ``mujoco_playground`` importable (looked up, not imported: no JAX here)."""
+    import importlib.util
+    if env in PLAYGROUND_ENVS and importlib.util.find_spec("mujoco_playground") is None:
+        raise ConfigError(name, env, f"an installed env: {env!r} needs the optional extra mjxmeta[playground] "
+                          "(pip install 'mjxmeta[playground]')")
+
+
 def validate(config: Config) -> Config:
     """Checks every field of ``config`` and the cross-field constraints.
 
@@ -576,6 +595,7 @@ def validate(config: Config) -> Config:
         if not isinstance(sub, typ):
             raise ConfigError(name, type(sub).__name__, f"a {typ.__name__}")
     _choice("env", c.env, ENV_NAMES)
+    _extra_installed("env", c.env)
     _int("episode_length", c.episode_length, 0, 100_000)
     _int("seeds", c.seeds, 1, 4096)
     _int("seed", c.seed, 0, 2**31 - 1)

@@ -370,6 +370,7 @@ class Trainer:
         metrics.update(update_metrics)
         metrics["teacher_log_std"] = jnp.mean(self.teacher.log_std(teacher.params))
         metrics["d0_reward"] = jnp.mean(d0.reward)
+        metrics["d0_max_reward"] = jnp.max(d0.reward)  # sparse tasks: > 0 iff D0 reached the goal
         metrics["reused_starts"] = reused_starts(env_state)
         return state, metrics
 

@@ -8,6 +8,7 @@ early vs late training, one row per teacher.
 Coordinates:
   pendulum            angle theta = atan2(sin, cos) [rad] (0 = upright), angular velocity [rad/s]
   inverted_pendulum   cart position [m], pole angle [rad] (obs = [q, qd] of the MJX model)
+  mountain_car_continuous  car position [m], velocity [m/step] (obs = [position, velocity])
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ VISITS = "visitation"  # RUN/visitation/iter_<iteration>.npy: (S, samples, obs_s
 COORDINATES = {
     "pendulum": ("angle θ [rad]", "angular velocity [rad/s]"),
     "inverted_pendulum": ("cart position [m]", "pole angle [rad]"),
+    "mountain_car_continuous": ("car position [m]", "velocity [m/step]"),
 }
 
 
@@ -32,7 +34,7 @@ def coordinates(env: str, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     if env == "pendulum":
         return np.arctan2(obs[..., 1], obs[..., 0]), obs[..., 2]
-    if env == "inverted_pendulum":
+    if env in ("inverted_pendulum", "mountain_car_continuous"):
         return obs[..., 0], obs[..., 1]
     raise ValueError(f"no visitation coordinates for env {env!r}: accepted {sorted(COORDINATES)}")
 

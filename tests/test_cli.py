@@ -36,7 +36,7 @@ STEPS_PER_ITERATION = 2 * 50 + 1 * 50 * 3
 ITERATIONS = 8
 ROW_KEYS = {"env_steps", "seed", "eval_return", "meta_reward", "teacher_log_std", "critic_loss", "actor_loss",
             "wall_s", "teacher_grad_norm", "teacher_grad_log_std", "advantage_rms", "meta_reward_sd",
-            "grad_cosine_ema", "log_std_path", "log_std_shift", "net_path", "net_shift"}
+            "grad_cosine_ema", "log_std_path", "log_std_shift", "net_path", "net_shift", "d0_reward", "d0_max_reward"}
 
 
 def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
@@ -74,6 +74,8 @@ def test_tiny_train_run_writes_config_metrics_and_table(tmp_path, capsys):
         assert r["teacher_grad_norm"] > 0 and r["log_std_path"] > 0 and r["net_path"] >= r["net_shift"] > 0
         # float32: a path of ~1e-3 summed from differences of log sigma ~ -1.6 carries ~1e-7 rounding
         assert r["log_std_path"] >= r["log_std_shift"] - 1e-6 and -1.0 <= r["grad_cosine_ema"] <= 1.0
+        # pendulum rewards are in [-16.3, 0]: the mean of per-iteration maxima lies between the mean and 0
+        assert r["d0_reward"] < r["d0_max_reward"] <= 0.0
     for s in range(config.seeds):
         # Cumulative diagnostics are logged as end-of-chunk values, so they never decrease.
         paths = [r["log_std_path"] for r in sorted(rows, key=lambda r: r["iteration"]) if r["seed"] == s]

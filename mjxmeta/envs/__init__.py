@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 
-from mjxmeta.config import ENV_NAMES, default_episode_length
+from mjxmeta.config import ENV_NAMES, PLAYGROUND_ENVS, default_episode_length
 
 BRAX_NAMES = {
     "inverted_pendulum": "inverted_pendulum",
@@ -178,11 +178,19 @@ def make_base(name: str, backend: str = "mjx") -> Env:
 
     Raises:
       ValueError: if ``name`` is not one of :data:`mjxmeta.config.ENV_NAMES`.
+      ImportError: for a :data:`mjxmeta.config.PLAYGROUND_ENVS` name without the extra
+        ``mjxmeta[playground]`` installed.
     """
     if name == "pendulum":
         from mjxmeta.envs.pendulum import Pendulum
         env = Pendulum()
         return ActionRescaleWrapper(env, env.action_low, env.action_high)
+    if name == "mountain_car_continuous":  # actions already in [-1, 1]
+        from mjxmeta.envs.mountain_car import MountainCarContinuous
+        return MountainCarContinuous()
+    if name in PLAYGROUND_ENVS:  # actions already in [-1, 1]; needs the extra mjxmeta[playground]
+        from mjxmeta.envs.playground import PlaygroundEnv
+        return PlaygroundEnv(name)
     if name in BRAX_NAMES:
         from brax import envs as brax_envs
         return brax_envs.get_environment(BRAX_NAMES[name], backend=backend)
