@@ -9,7 +9,7 @@ Stages (each writes one JSON per setting into ``--out``; existing JSONs are
 skipped, so a stopped run loses at most the setting in progress):
 
   checkpoints  train ``meta_variance`` on the env (K=2, E=1, H=200, the defaults
-               of the time) and keep checkpoints near 10k and 30k env steps.
+               of the time) and keep checkpoints near 5k, 10k and 30k env steps.
   sigma        mean meta-reward E[R-hat(pi') - R-hat(pi)] at fixed
                sigma in {0.05, 0.1, 0.2, 0.4, 0.8} per look-ahead design
                (K = 1, E = 4, H = 200), with a 95 % CI (normal, over draws).
@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = Path("checkpoints") / "meta_gradient"
 SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.8)
-AT = {"10k": 10_000, "30k": 30_000}
+AT = {"5k": 5_000, "10k": 10_000, "30k": 30_000}
 
 # look-ahead designs: name -> MetaConfig overrides
 DESIGNS = {
@@ -95,8 +95,8 @@ def run_dir(env: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
-def make_checkpoints(env: str) -> None:
-    """Trains meta_variance and saves checkpoints at the iterations nearest 10k and 30k env steps."""
+def make_checkpoints(env: str, label: str = "") -> None:
+    """Trains meta_variance and saves checkpoints at the iterations nearest 5k, 10k and 30k env steps."""
     from mjxmeta.config import Config, StudentConfig, TeacherConfig
     from mjxmeta.run import train
     from mjxmeta.rundir import holds_run, prepare_run_dir
@@ -113,11 +113,13 @@ def make_checkpoints(env: str) -> None:
                   eval_envs=10, visit_samples=0)
     per = base.steps_per_iteration
     its = {k: max(1, round(v / per)) for k, v in AT.items()}
-    config = dataclasses.replace(base, total_steps=its["30k"] * per, checkpoint_every=its["10k"], keep=10)
+    every = math.gcd(*its.values())
+    config = dataclasses.replace(base, total_steps=its["30k"] * per, checkpoint_every=every,
+                                 keep=its["30k"] // every + 1)
     path = prepare_run_dir(run_dir(env), config)
     resume = holds_run(path)
     final = train(config, path, resume=resume, progress=False)
-    (path / "iterations.json").write_text(json.dumps({k: its[k] for k in AT}))
+    (path / "iterations.json").write_text(json.dumps(dict({k: its[k] for k in AT}, **({"label": label} if label else {}))))
     print(f"checkpoints in {path}: iterations {its}, final eval return {final}")
 
 
@@ -130,6 +132,15 @@ def load(env: str, at: str):
     its = json.loads((run_dir(env) / "iterations.json").read_text())
     trainer, state, record = load_checkpoint(run_dir(env), its[at])
     return trainer.config, jax.tree.map(lambda x: x[0], state), record
+
+
+def student_label(env: str) -> str:
+    """The ``label`` of the env's checkpoint run (``iterations.json``), "" for the original students.
+
+    The checkpoints are not in git; a student trained again after the code changed gets a label
+    (e.g. ``s2``), so its results never mix with, or are skipped as, the first student's.
+    """
+    return json.loads((run_dir(env) / "iterations.json").read_text()).get("label", "")
 
 
 # ------------------------------------------------------------------------------------------- draws
@@ -212,7 +223,9 @@ def pending(stage: str, stems: dict[str, str]):
 
 def stage_sigma(env: str, at: str, draws: int, designs) -> None:
     config, state, record = load(env, at)
-    for name, path in pending("sigma", {n: f"{env}_{at}_{n}" for n in designs}):
+    label = student_label(env)
+    at_l = f"{at}-{label}" if label else at
+    for name, path in pending("sigma", {n: f"{env}_{at_l}_{n}" for n in designs}):
         cfg = study_config(config, dict(DESIGNS[name], candidates=1, return_envs=4, return_horizon=200),
                            dict(baseline="none"))
         t0 = time.time()
@@ -225,7 +238,7 @@ def stage_sigma(env: str, at: str, draws: int, designs) -> None:
             ret = returns[i * draws:(i + 1) * draws]
             rows[str(s)] = dict(mean=float(r.mean()), ci95=ci95(r), sd=float(r.std(ddof=1)), n=len(r),
                                 return_pi=float(ret[:, 0].mean()), return_prime=float(ret[:, 1].mean()))
-        write(path, dict(env=env, at=at, env_steps=record["env_steps"], design=name, meta=DESIGNS[name],
+        write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], design=name, meta=DESIGNS[name],
                          K=1, E=4, H=200, draws=draws, by_sigma=rows, wall_s=round(time.time() - t0, 1),
                          uptime=uptime()))
         print(name, {s: (round(v["mean"], 1), round(v["ci95"], 1)) for s, v in rows.items()}, flush=True)
@@ -254,15 +267,17 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
               sigma: float = 0.2, horizon: int = 200) -> None:
     """SNR of the log-sigma gradient (and, for teachers with a network f, of the whole gradient)."""
     config, state, record = load(env, at)
+    label = student_label(env)
+    at_l = f"{at}-{label}" if label else at  # a regenerated student is another student: other files
     tag = "" if teacher == "meta_variance" else f"{teacher}_"
     more = "" if draws == 256 else f"_n{draws}"  # a repeat with another number of draws is another piece
     hor = "" if horizon == 200 else f"_H{horizon}"
     settings = sorted(settings, key=lambda n: n == "K1_E1_ema")  # the ema setting reads the paper's result
-    for name, path in pending("snr", {n: f"{env}_{at}_{tag}{design}_{n}{hor}{more}" for n in settings}):
+    for name, path in pending("snr", {n: f"{env}_{at_l}_{tag}{design}_{n}{hor}{more}" for n in settings}):
         meta_kw, teacher_kw = ESTIMATORS[name]
         cfg = study_config(config, dict(DESIGNS[design], return_horizon=horizon, **meta_kw),
                            dict(teacher_kw, name=teacher))
-        baseline = ema_baseline(env, at, tag, design, hor, more) if teacher_kw.get("baseline") == "ema" else 0.0
+        baseline = ema_baseline(env, at_l, tag, design, hor, more) if teacher_kw.get("baseline") == "ema" else 0.0
         t0 = time.time()
         fn, tr = draw_fn(cfg, state, baseline)
         g_all, g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
@@ -272,13 +287,14 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
         rng = np.random.default_rng(0)
         boots = [snr(g[rng.integers(0, draws, draws)])[0] for _ in range(500)]
         cost = cfg.num_candidates * cfg.d0_size + cfg.meta.return_envs * cfg.meta.return_horizon * (cfg.num_candidates + 1)
-        write(path, dict(env=env, at=at, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
+        write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
                          snr_all_params=value_all, n_params=int(g_all.shape[1]),
                          meta=meta_kw, teacher_config=teacher_kw, sigma=sigma, draws=draws, snr=value,
                          H=horizon, lookahead_updates=cfg.lookahead_updates, baseline_value=baseline,
                          return_pi_mean=float(returns[:, 0].mean()), return_pi_sd=float(returns[:, 0].std()),
                          return_pi_at_cap=float(np.mean(returns[:, 0] >= horizon - 1e-3)),
                          return_prime_mean=float(returns[:, 1:].mean()),
+                         return_prime_at_cap=float(np.mean(returns[:, 1:] >= horizon - 1e-3)),
                          snr_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
                          sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
                          env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
@@ -367,12 +383,13 @@ def main(argv=None) -> int:
     ap.add_argument("--design", default="mixed0.25_u50", choices=list(DESIGNS), help="look-ahead of the snr stage")
     ap.add_argument("--settings", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     ap.add_argument("--horizon", type=int, default=200, help="H of R-hat in the snr stage")
+    ap.add_argument("--label", default="", help="checkpoints: label of a student trained again (see student_label)")
     ap.add_argument("--teacher", default="meta_variance", choices=("meta_variance", "meta"),
                     help="teacher of the snr stage (meta: also the SNR of the whole gradient)")
     a = ap.parse_args(argv)
     print(uptime(), file=sys.stderr)
     if a.stage == "checkpoints":
-        make_checkpoints(a.env)
+        make_checkpoints(a.env, a.label)
     elif a.stage == "sigma":
         stage_sigma(a.env, a.at, a.draws, a.designs)
     elif a.stage == "snr":
