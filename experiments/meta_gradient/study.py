@@ -305,6 +305,11 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
 
 
 # ------------------------------------------------------------------------------------------- plot
+def teacher_of(d: dict) -> str:
+    """The teacher of an snr JSON (the first JSONs wrote the teacher overrides under ``teacher``)."""
+    return d["teacher"] if isinstance(d.get("teacher"), str) else "meta_variance"
+
+
 def stage_plot() -> None:
     from matplotlib.figure import Figure
 
@@ -347,27 +352,35 @@ def stage_plot() -> None:
                "SNR = ‖E ĝ‖² / E‖ĝ − E ĝ‖² (bias-corrected), 95 % bootstrap CI; sign = share of draws whose sign "
                "agrees with the mean; steps = env steps per estimate.", "",
                "SNR (all) = the same for the whole teacher gradient (log σ and, for `meta`, the network f).", "",
-               "| env | at | teacher | look-ahead | setting | SNR [95 % CI] | sign | steps | SNR per 1k steps | "
-               "SNR (all) | mean ℛ̂ | draws |",
-               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+               "H = horizon of R̂; R̂(π) = mean over draws (an empty cell: not recorded, H = 200). An `at` with a "
+               "suffix (`30k-s2`) is a student trained again later (another student than `30k`).", "",
+               "| env | at | teacher | look-ahead | setting | H | SNR [95 % CI] | sign | steps | SNR per 1k steps | "
+               "SNR (all) | mean ℛ̂ | R̂(π) | draws |",
+               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for d in data:
             lo, hi = d["snr_ci95"]
-            teacher = d.get("teacher", "meta_variance")
+            teacher = teacher_of(d)
             snr_all = d.get("snr_all_params", d["snr"])
-            md.append(f"| {d['env']} | {d['at']} | {teacher} | {d['design']} | {d['setting']} | {d['snr']:.4f} "
-                      f"[{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | {d['env_steps_per_estimate']} | "
-                      f"{d['snr_per_1k_steps']:.4f} | {snr_all:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
-        fig = Figure(figsize=(max(6, 0.9 * len(data)), 4.5), layout="constrained")
-        ax = fig.subplots()
-        labels = [f"{d['at']} {d.get('teacher', 'meta_variance')}\n{d['design']} {d['setting']}" for d in data]
-        vals = [d["snr_per_1k_steps"] for d in data]
-        errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in data]).T
-        errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in data])
-        ax.bar(range(len(data)), vals, yerr=errs, capsize=3)
-        ax.set_xticks(range(len(data)), labels, rotation=60, ha="right", fontsize="x-small")
-        ax.set_ylabel("SNR per 1k env steps (95 % bootstrap CI)")
-        ax.set_title("log-σ meta-gradient, σ = 0.2")
-        ax.grid(alpha=0.3, axis="y")
+            rpi = f"{d['return_pi_mean']:.1f}" if "return_pi_mean" in d else ""
+            md.append(f"| {d['env']} | {d['at']} | {teacher} | {d['design']} | {d['setting']} | {d.get('H', 200)} | "
+                      f"{d['snr']:.4f} [{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | "
+                      f"{d['env_steps_per_estimate']} | {d['snr_per_1k_steps']:.4f} | {snr_all:.4f} | "
+                      f"{d['meta_reward_mean']:.1f} | {rpi} | {d['draws']} |")
+        envs = sorted({d["env"] for d in data})
+        width = max(max(sum(d["env"] == e for d in data) for e in envs) * 0.45, 6)
+        fig = Figure(figsize=(width, 5 * len(envs)), layout="constrained")
+        for ax, env in zip(fig.subplots(len(envs), 1, squeeze=False)[:, 0], envs):
+            mine = [d for d in data if d["env"] == env]
+            labels = [f"{d['at']} {teacher_of(d)} H{d.get('H', 200)}\n{d['design']} {d['setting']}"
+                      f"{'' if d['draws'] == 256 else ' n' + str(d['draws'])}" for d in mine]
+            vals = [d["snr_per_1k_steps"] for d in mine]
+            errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in mine]).T
+            errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in mine])
+            ax.bar(range(len(mine)), vals, yerr=errs, capsize=3)
+            ax.set_xticks(range(len(mine)), labels, rotation=60, ha="right", fontsize="x-small")
+            ax.set_ylabel("SNR per 1k env steps (95 % bootstrap CI)")
+            ax.set_title(f"{env}: log-σ meta-gradient, σ = 0.2")
+            ax.grid(alpha=0.3, axis="y")
         fig.savefig(RESULTS / "snr.png", dpi=100)
     (RESULTS / "table.md").write_text("\n".join(md) + "\n")
     print(f"wrote {RESULTS / 'table.md'}")
