@@ -292,9 +292,10 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
                          meta=meta_kw, teacher_config=teacher_kw, sigma=sigma, draws=draws, snr=value,
                          H=horizon, lookahead_updates=cfg.lookahead_updates, baseline_value=baseline,
                          return_pi_mean=float(returns[:, 0].mean()), return_pi_sd=float(returns[:, 0].std()),
-                         return_pi_at_cap=float(np.mean(returns[:, 0] >= horizon - 1e-3)),
+                         # share of rollouts that reach the horizon: only where the reward is 1 per step alive
+                         return_pi_at_cap=float(np.mean(returns[:, 0] >= horizon - 1e-3)) if env == "inverted_pendulum" else None,
                          return_prime_mean=float(returns[:, 1:].mean()),
-                         return_prime_at_cap=float(np.mean(returns[:, 1:] >= horizon - 1e-3)),
+                         return_prime_at_cap=float(np.mean(returns[:, 1:] >= horizon - 1e-3)) if env == "inverted_pendulum" else None,
                          snr_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
                          sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
                          env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
