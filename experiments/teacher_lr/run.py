@@ -148,7 +148,11 @@ def summary() -> None:
     fig.savefig(RESULTS / "log_std.png", dpi=100)
     meta = [f"- {d['env']}: `{d['command']}`; {d['train_wall_s']:.0f} s to the last log point (metrics.jsonl), "
             f"1-min load {d['load_1min'] or 'not sampled (run by hand, before the driver existed)'}" for d in data]
-    (RESULTS / "table.md").write_text("# Teacher lr sweep\n\n" + "\n".join(lines) + "\n\n" + "\n".join(meta) + "\n")
+    head = ("# Teacher lr sweep\n\nFindings and the default decided from them: section \"Teacher lr sweep\" of "
+            "`experiments/meta_gradient/results/README.md`. Plot: `log_std.png`. Σ|Δ log σ|, |log σ − log σ₀|, "
+            "‖θ_f − θ_f(0)‖ and the gradient cosine EMA are the diagnostics columns of `metrics.jsonl` at the last "
+            "log point.\n\n")
+    (RESULTS / "table.md").write_text(head + "\n".join(lines) + "\n\n" + "\n".join(meta) + "\n")
     print("\n".join(lines))
 
 
