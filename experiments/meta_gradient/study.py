@@ -9,7 +9,7 @@ Stages (each writes one JSON per setting into ``--out``; existing JSONs are
 skipped, so a stopped run loses at most the setting in progress):
 
   checkpoints  train ``meta_variance`` on the env (K=2, E=1, H=200, the defaults
-               of the time) and keep checkpoints near 10k and 30k env steps.
+               of the time) and keep checkpoints near 5k, 10k and 30k env steps.
   sigma        mean meta-reward E[R-hat(pi') - R-hat(pi)] at fixed
                sigma in {0.05, 0.1, 0.2, 0.4, 0.8} per look-ahead design
                (K = 1, E = 4, H = 200), with a 95 % CI (normal, over draws).
@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 RUNS = Path("checkpoints") / "meta_gradient"
 SIGMAS = (0.05, 0.1, 0.2, 0.4, 0.8)
-AT = {"10k": 10_000, "30k": 30_000}
+AT = {"5k": 5_000, "10k": 10_000, "30k": 30_000}
 
 # look-ahead designs: name -> MetaConfig overrides
 DESIGNS = {
@@ -58,6 +58,8 @@ DESIGNS = {
     "mixed0.25_u50_lr0.1": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=0.25,
                                 lookahead_lr_scale=0.1),
     "mixed0.5_u50": dict(lookahead_updates=50, lookahead_data="mixed", lookahead_d0_fraction=0.5),
+    "mixed0.25_u10": dict(lookahead_updates=10, lookahead_data="mixed", lookahead_d0_fraction=0.25),
+    "mixed0.25_u200": dict(lookahead_updates=200, lookahead_data="mixed", lookahead_d0_fraction=0.25),
 }
 
 # estimator settings: name -> (MetaConfig overrides, TeacherConfig overrides)
@@ -65,6 +67,13 @@ ESTIMATORS = {
     "paper_K1_E1_none": (dict(candidates=1, return_envs=1), dict(baseline="none")),
     "K2_E1_loo": (dict(candidates=2, return_envs=1), dict(baseline="leave_one_out")),
     "K8_E1_loo": (dict(candidates=8, return_envs=1), dict(baseline="leave_one_out")),
+    "K4_E1_loo": (dict(candidates=4, return_envs=1), dict(baseline="leave_one_out")),
+    "K16_E1_loo": (dict(candidates=16, return_envs=1), dict(baseline="leave_one_out")),
+    "K2_E4_loo": (dict(candidates=2, return_envs=4), dict(baseline="leave_one_out")),
+    "K2_E16_loo": (dict(candidates=2, return_envs=16), dict(baseline="leave_one_out")),
+    # K = 1 with the moving-average baseline: every draw starts from a fresh baseline state, so the
+    # EMA holds only its initial value; see the README for what this measures
+    "K1_E1_ema": (dict(candidates=1, return_envs=1), dict(baseline="ema")),
     "K2_E1_paired": (dict(candidates=2, return_envs=1, paired=True), dict(baseline="leave_one_out")),
     "K8_E1_paired": (dict(candidates=8, return_envs=1, paired=True), dict(baseline="leave_one_out")),
     "K2_E4_paired": (dict(candidates=2, return_envs=4, paired=True), dict(baseline="leave_one_out")),
@@ -86,27 +95,31 @@ def run_dir(env: str) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- checkpoints
-def make_checkpoints(env: str) -> None:
-    """Trains meta_variance and saves checkpoints at the iterations nearest 10k and 30k env steps."""
+def make_checkpoints(env: str, label: str = "") -> None:
+    """Trains meta_variance and saves checkpoints at the iterations nearest 5k, 10k and 30k env steps."""
     from mjxmeta.config import Config, StudentConfig, TeacherConfig
     from mjxmeta.run import train
     from mjxmeta.rundir import holds_run, prepare_run_dir
 
     from mjxmeta.config import MetaConfig
 
-    # The committed results used these (the defaults of the day each checkpoint was made): pendulum one
-    # seed and the D0-only look-ahead; inverted_pendulum 4 seeds (seed 0 is studied) and the mixed one.
-    seeds, data = {"pendulum": (1, "d0")}.get(env, (4, "mixed"))
+    # The committed results used these (the defaults of the day each checkpoint was made): pendulum
+    # the D0-only look-ahead, the other envs the mixed one.
+    # inverted_pendulum was first made with 4 seeds; seed s of a vmapped run uses seed s's keys, so one
+    # seed gives the same seed-0 student at a quarter of the cost (the checkpoints are not in git).
+    seeds, data = {"pendulum": (1, "d0")}.get(env, (1, "mixed"))
     base = Config(env=env, seeds=seeds, teacher=TeacherConfig(name="meta_variance"),
                   meta=MetaConfig(lookahead_data=data), student=StudentConfig(buffer_size=100_000), log_every=1,
                   eval_envs=10, visit_samples=0)
     per = base.steps_per_iteration
     its = {k: max(1, round(v / per)) for k, v in AT.items()}
-    config = dataclasses.replace(base, total_steps=its["30k"] * per, checkpoint_every=its["10k"], keep=10)
+    every = math.gcd(*its.values())
+    config = dataclasses.replace(base, total_steps=its["30k"] * per, checkpoint_every=every,
+                                 keep=its["30k"] // every + 1)
     path = prepare_run_dir(run_dir(env), config)
     resume = holds_run(path)
     final = train(config, path, resume=resume, progress=False)
-    (path / "iterations.json").write_text(json.dumps({k: its[k] for k in AT}))
+    (path / "iterations.json").write_text(json.dumps(dict({k: its[k] for k in AT}, **({"label": label} if label else {}))))
     print(f"checkpoints in {path}: iterations {its}, final eval return {final}")
 
 
@@ -121,9 +134,21 @@ def load(env: str, at: str):
     return trainer.config, jax.tree.map(lambda x: x[0], state), record
 
 
+def student_label(env: str) -> str:
+    """The ``label`` of the env's checkpoint run (``iterations.json``), "" for the original students.
+
+    The checkpoints are not in git; a student trained again after the code changed gets a label
+    (e.g. ``s2``), so its results never mix with, or are skipped as, the first student's.
+    """
+    return json.loads((run_dir(env) / "iterations.json").read_text()).get("label", "")
+
+
 # ------------------------------------------------------------------------------------------- draws
-def draw_fn(config, base_state):
+def draw_fn(config, base_state, baseline: float = 0.0):
     """jit(vmap(draw)) over (keys (D, 2), log-sigma parameters (D,)).
+
+    ``baseline`` is the teacher's moving-average meta-reward baseline at the draw (read only with the
+    ``ema`` baseline); a fresh teacher would hold 0.
 
     Returns per draw: (whole teacher gradient flattened (P,), its log-sigma part (A,), meta-rewards (K,),
     returns (K+1,)).
@@ -141,7 +166,7 @@ def draw_fn(config, base_state):
     def draw(key, raw_log_std):
         k_env, k_d0, k_look, k_ret = jax.random.split(key, 4)
         params = dict(teacher0.params, log_std=jnp.full_like(teacher0.params["log_std"], raw_log_std))
-        teacher = teacher0.replace(params=params)
+        teacher = teacher0.replace(params=params, baseline=jnp.asarray(baseline, teacher0.baseline.dtype))
         state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.K * tr.N)),
                                    meta_diag=meta.init_diagnostics(tr.teacher, params))
         est = tr.meta_estimate(state, k_d0, k_look, k_ret)
@@ -198,7 +223,9 @@ def pending(stage: str, stems: dict[str, str]):
 
 def stage_sigma(env: str, at: str, draws: int, designs) -> None:
     config, state, record = load(env, at)
-    for name, path in pending("sigma", {n: f"{env}_{at}_{n}" for n in designs}):
+    label = student_label(env)
+    at_l = f"{at}-{label}" if label else at
+    for name, path in pending("sigma", {n: f"{env}_{at_l}_{n}" for n in designs}):
         cfg = study_config(config, dict(DESIGNS[name], candidates=1, return_envs=4, return_horizon=200),
                            dict(baseline="none"))
         t0 = time.time()
@@ -211,7 +238,7 @@ def stage_sigma(env: str, at: str, draws: int, designs) -> None:
             ret = returns[i * draws:(i + 1) * draws]
             rows[str(s)] = dict(mean=float(r.mean()), ci95=ci95(r), sd=float(r.std(ddof=1)), n=len(r),
                                 return_pi=float(ret[:, 0].mean()), return_prime=float(ret[:, 1].mean()))
-        write(path, dict(env=env, at=at, env_steps=record["env_steps"], design=name, meta=DESIGNS[name],
+        write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], design=name, meta=DESIGNS[name],
                          K=1, E=4, H=200, draws=draws, by_sigma=rows, wall_s=round(time.time() - t0, 1),
                          uptime=uptime()))
         print(name, {s: (round(v["mean"], 1), round(v["ci95"], 1)) for s, v in rows.items()}, flush=True)
@@ -227,18 +254,32 @@ def snr(g: np.ndarray) -> tuple[float, float]:
     return signal / var, agree
 
 
+def ema_baseline(env: str, at: str, tag: str, design: str, hor: str, more: str) -> float:
+    """The ``ema`` setting's baseline: the mean meta-reward of the paper's K = 1 setting at the same
+    student, look-ahead and H (what a moving average of the meta-reward settles at; an oracle EMA)."""
+    ref = RESULTS / "snr" / f"{env}_{at}_{tag}{design}_paper_K1_E1_none{hor}{more}.json"
+    if not ref.exists():
+        raise SystemExit(f"K1_E1_ema needs {ref} first (run the setting paper_K1_E1_none)")
+    return json.loads(ref.read_text())["meta_reward_mean"]
+
+
 def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str = "meta_variance",
-              sigma: float = 0.2) -> None:
+              sigma: float = 0.2, horizon: int = 200) -> None:
     """SNR of the log-sigma gradient (and, for teachers with a network f, of the whole gradient)."""
     config, state, record = load(env, at)
+    label = student_label(env)
+    at_l = f"{at}-{label}" if label else at  # a regenerated student is another student: other files
     tag = "" if teacher == "meta_variance" else f"{teacher}_"
     more = "" if draws == 256 else f"_n{draws}"  # a repeat with another number of draws is another piece
-    for name, path in pending("snr", {n: f"{env}_{at}_{tag}{design}_{n}{more}" for n in settings}):
+    hor = "" if horizon == 200 else f"_H{horizon}"
+    settings = sorted(settings, key=lambda n: n == "K1_E1_ema")  # the ema setting reads the paper's result
+    for name, path in pending("snr", {n: f"{env}_{at_l}_{tag}{design}_{n}{hor}{more}" for n in settings}):
         meta_kw, teacher_kw = ESTIMATORS[name]
-        cfg = study_config(config, dict(DESIGNS[design], return_horizon=200, **meta_kw),
+        cfg = study_config(config, dict(DESIGNS[design], return_horizon=horizon, **meta_kw),
                            dict(teacher_kw, name=teacher))
+        baseline = ema_baseline(env, at_l, tag, design, hor, more) if teacher_kw.get("baseline") == "ema" else 0.0
         t0 = time.time()
-        fn, tr = draw_fn(cfg, state)
+        fn, tr = draw_fn(cfg, state, baseline)
         g_all, g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
         value, agree = snr(g)
         value_all, _ = snr(g_all)
@@ -246,9 +287,15 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
         rng = np.random.default_rng(0)
         boots = [snr(g[rng.integers(0, draws, draws)])[0] for _ in range(500)]
         cost = cfg.num_candidates * cfg.d0_size + cfg.meta.return_envs * cfg.meta.return_horizon * (cfg.num_candidates + 1)
-        write(path, dict(env=env, at=at, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
+        write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
                          snr_all_params=value_all, n_params=int(g_all.shape[1]),
                          meta=meta_kw, teacher_config=teacher_kw, sigma=sigma, draws=draws, snr=value,
+                         H=horizon, lookahead_updates=cfg.lookahead_updates, baseline_value=baseline,
+                         return_pi_mean=float(returns[:, 0].mean()), return_pi_sd=float(returns[:, 0].std()),
+                         # share of rollouts that reach the horizon: only where the reward is 1 per step alive
+                         return_pi_at_cap=float(np.mean(returns[:, 0] >= horizon - 1e-3)) if env == "inverted_pendulum" else None,
+                         return_prime_mean=float(returns[:, 1:].mean()),
+                         return_prime_at_cap=float(np.mean(returns[:, 1:] >= horizon - 1e-3)) if env == "inverted_pendulum" else None,
                          snr_ci95=[float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
                          sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
                          env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
@@ -259,6 +306,11 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
 
 
 # ------------------------------------------------------------------------------------------- plot
+def teacher_of(d: dict) -> str:
+    """The teacher of an snr JSON (the first JSONs wrote the teacher overrides under ``teacher``)."""
+    return d["teacher"] if isinstance(d.get("teacher"), str) else "meta_variance"
+
+
 def stage_plot() -> None:
     from matplotlib.figure import Figure
 
@@ -301,27 +353,35 @@ def stage_plot() -> None:
                "SNR = ‖E ĝ‖² / E‖ĝ − E ĝ‖² (bias-corrected), 95 % bootstrap CI; sign = share of draws whose sign "
                "agrees with the mean; steps = env steps per estimate.", "",
                "SNR (all) = the same for the whole teacher gradient (log σ and, for `meta`, the network f).", "",
-               "| env | at | teacher | look-ahead | setting | SNR [95 % CI] | sign | steps | SNR per 1k steps | "
-               "SNR (all) | mean ℛ̂ | draws |",
-               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+               "H = horizon of R̂; R̂(π) = mean over draws (an empty cell: not recorded, H = 200). An `at` with a "
+               "suffix (`30k-s2`) is a student trained again later (another student than `30k`).", "",
+               "| env | at | teacher | look-ahead | setting | H | SNR [95 % CI] | sign | steps | SNR per 1k steps | "
+               "SNR (all) | mean ℛ̂ | R̂(π) | draws |",
+               "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for d in data:
             lo, hi = d["snr_ci95"]
-            teacher = d.get("teacher", "meta_variance")
+            teacher = teacher_of(d)
             snr_all = d.get("snr_all_params", d["snr"])
-            md.append(f"| {d['env']} | {d['at']} | {teacher} | {d['design']} | {d['setting']} | {d['snr']:.4f} "
-                      f"[{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | {d['env_steps_per_estimate']} | "
-                      f"{d['snr_per_1k_steps']:.4f} | {snr_all:.4f} | {d['meta_reward_mean']:.1f} | {d['draws']} |")
-        fig = Figure(figsize=(max(6, 0.9 * len(data)), 4.5), layout="constrained")
-        ax = fig.subplots()
-        labels = [f"{d['at']} {d.get('teacher', 'meta_variance')}\n{d['design']} {d['setting']}" for d in data]
-        vals = [d["snr_per_1k_steps"] for d in data]
-        errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in data]).T
-        errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in data])
-        ax.bar(range(len(data)), vals, yerr=errs, capsize=3)
-        ax.set_xticks(range(len(data)), labels, rotation=60, ha="right", fontsize="x-small")
-        ax.set_ylabel("SNR per 1k env steps (95 % bootstrap CI)")
-        ax.set_title("log-σ meta-gradient, σ = 0.2")
-        ax.grid(alpha=0.3, axis="y")
+            rpi = f"{d['return_pi_mean']:.1f}" if "return_pi_mean" in d else ""
+            md.append(f"| {d['env']} | {d['at']} | {teacher} | {d['design']} | {d['setting']} | {d.get('H', 200)} | "
+                      f"{d['snr']:.4f} [{lo:.4f}, {hi:.4f}] | {d['sign_agreement']:.2f} | "
+                      f"{d['env_steps_per_estimate']} | {d['snr_per_1k_steps']:.4f} | {snr_all:.4f} | "
+                      f"{d['meta_reward_mean']:.1f} | {rpi} | {d['draws']} |")
+        envs = sorted({d["env"] for d in data})
+        width = max(max(sum(d["env"] == e for d in data) for e in envs) * 0.45, 6)
+        fig = Figure(figsize=(width, 5 * len(envs)), layout="constrained")
+        for ax, env in zip(fig.subplots(len(envs), 1, squeeze=False)[:, 0], envs):
+            mine = [d for d in data if d["env"] == env]
+            labels = [f"{d['at']} {teacher_of(d)} H{d.get('H', 200)}\n{d['design']} {d['setting']}"
+                      f"{'' if d['draws'] == 256 else ' n' + str(d['draws'])}" for d in mine]
+            vals = [d["snr_per_1k_steps"] for d in mine]
+            errs = np.array([[d["snr"] - d["snr_ci95"][0], d["snr_ci95"][1] - d["snr"]] for d in mine]).T
+            errs = errs * np.array([1000 / d["env_steps_per_estimate"] for d in mine])
+            ax.bar(range(len(mine)), vals, yerr=errs, capsize=3)
+            ax.set_xticks(range(len(mine)), labels, rotation=60, ha="right", fontsize="x-small")
+            ax.set_ylabel("SNR per 1k env steps (95 % bootstrap CI)")
+            ax.set_title(f"{env}: log-σ meta-gradient, σ = 0.2")
+            ax.grid(alpha=0.3, axis="y")
         fig.savefig(RESULTS / "snr.png", dpi=100)
     (RESULTS / "table.md").write_text("\n".join(md) + "\n")
     print(f"wrote {RESULTS / 'table.md'}")
@@ -336,16 +396,18 @@ def main(argv=None) -> int:
     ap.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=list(DESIGNS))
     ap.add_argument("--design", default="mixed0.25_u50", choices=list(DESIGNS), help="look-ahead of the snr stage")
     ap.add_argument("--settings", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
+    ap.add_argument("--horizon", type=int, default=200, help="H of R-hat in the snr stage")
+    ap.add_argument("--label", default="", help="checkpoints: label of a student trained again (see student_label)")
     ap.add_argument("--teacher", default="meta_variance", choices=("meta_variance", "meta"),
                     help="teacher of the snr stage (meta: also the SNR of the whole gradient)")
     a = ap.parse_args(argv)
     print(uptime(), file=sys.stderr)
     if a.stage == "checkpoints":
-        make_checkpoints(a.env)
+        make_checkpoints(a.env, a.label)
     elif a.stage == "sigma":
         stage_sigma(a.env, a.at, a.draws, a.designs)
     elif a.stage == "snr":
-        stage_snr(a.env, a.at, a.draws, a.design, a.settings, a.teacher)
+        stage_snr(a.env, a.at, a.draws, a.design, a.settings, a.teacher, horizon=a.horizon)
     else:
         stage_plot()
     return 0
