@@ -680,8 +680,7 @@ def validate(config: Config) -> Config:
     if s.name in BRAX_STUDENTS:
         return _check_brax(c)
     # cross-field sizes
-    if s.batch_size > s.buffer_size:
-        raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
+    _check_batch_fits_buffer(s)
     if c.inserted_per_iteration > s.buffer_size:
         raise ConfigError("student.buffer_size", s.buffer_size,
                           f"an integer >= the transitions inserted per iteration ({c.inserted_per_iteration})")
@@ -707,6 +706,12 @@ def validate(config: Config) -> Config:
     return config
 
 
+def _check_batch_fits_buffer(s: StudentConfig) -> None:
+    """A minibatch is drawn from the replay buffer: batch_size <= buffer_size (the students and Brax's SAC)."""
+    if s.batch_size > s.buffer_size:
+        raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
+
+
 def _check_brax(c: Config) -> Config:
     """The cross-field rules of a sac/ppo run (Brax's trainers; :mod:`mjxmeta.brax_baselines`)."""
     s = c.student
@@ -720,8 +725,8 @@ def _check_brax(c: Config) -> Config:
     if s.name == "sac" and c.total_steps <= SAC_LEARNING_STARTS:
         raise ConfigError("total_steps", c.total_steps, f"an integer > {SAC_LEARNING_STARTS} for sac (the "
                                                         "transitions collected before the first update)")
-    if s.name == "sac" and s.batch_size > s.buffer_size:
-        raise ConfigError("student.batch_size", s.batch_size, f"an integer <= student.buffer_size={s.buffer_size}")
+    if s.name == "sac":  # ppo has no replay buffer (it does not read student.buffer_size)
+        _check_batch_fits_buffer(s)
     if s.name == "ppo" and (s.batch_size * PPO_MINIBATCHES) % c.num_envs:
         raise ConfigError("num_envs", c.num_envs, f"a divisor of student.batch_size * {PPO_MINIBATCHES} minibatches "
                                                   f"= {s.batch_size * PPO_MINIBATCHES} for ppo (Brax's PPO splits "
