@@ -44,7 +44,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from brax.envs.base import Env, State
+from brax.envs.base import State
+
+from mjxmeta.envs.analytic import AnalyticEnv, f32 as _f32
 
 __all__ = ["MountainCarContinuous", "TIME_LIMIT", "GOAL_REWARD"]
 
@@ -52,12 +54,7 @@ TIME_LIMIT = 999  # gymnasium's max_episode_steps for MountainCarContinuous-v0
 GOAL_REWARD = 100.0  # added on the step that reaches the goal
 
 
-def _f32(x) -> jax.Array:
-    """Casts to a strongly-typed float32 array."""
-    return jnp.asarray(x, dtype=jnp.float32)
-
-
-class MountainCarContinuous(Env):
+class MountainCarContinuous(AnalyticEnv):
     """Gymnasium ``MountainCarContinuous-v0`` dynamics and reward as a pure-JAX Brax env.
 
     Args:
@@ -69,6 +66,9 @@ class MountainCarContinuous(Env):
       goal_position: 0.45 [m]; power: 0.0015 (force to velocity gain).
       action_low, action_high: float32 ``(1,)`` arrays ``[-1]``, ``[1]``.
     """
+
+    OBS_SIZE = 2  # [position, velocity]
+    ACTION_SIZE = 1  # the force
 
     def __init__(self, goal_velocity: float = 0.0):
         self.min_position = -1.2
@@ -105,18 +105,3 @@ class MountainCarContinuous(Env):
         pipeline_state = _f32(jnp.stack([position, velocity]))
         return state.replace(pipeline_state=pipeline_state, obs=pipeline_state, reward=_f32(reward),
                              done=_f32(done))
-
-    @property
-    def observation_size(self) -> int:
-        """2: ``[position, velocity]``."""
-        return 2
-
-    @property
-    def action_size(self) -> int:
-        """1: the force."""
-        return 1
-
-    @property
-    def backend(self) -> str:
-        """``'jax'``: analytic dynamics, no Brax physics pipeline."""
-        return "jax"

@@ -56,7 +56,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
-from brax.envs.base import Env, State
+from brax.envs.base import State
+
+from mjxmeta.envs.analytic import AnalyticEnv, f32 as _f32
 
 __all__ = ["Pendulum", "angle_normalize"]
 
@@ -70,12 +72,7 @@ def angle_normalize(x: jax.Array) -> jax.Array:
   return jnp.remainder(x + jnp.pi, 2.0 * jnp.pi) - jnp.pi
 
 
-def _f32(x) -> jax.Array:
-  """Casts to a strongly-typed float32 array."""
-  return jnp.asarray(x, dtype=jnp.float32)
-
-
-class Pendulum(Env):
+class Pendulum(AnalyticEnv):
   """Gymnasium ``Pendulum-v1`` dynamics and reward as a pure-JAX Brax env.
 
   Args:
@@ -94,6 +91,9 @@ class Pendulum(Env):
   work under ``jax.jit`` and ``jax.vmap``. See the module docstring for the
   equations and the layout of ``State``.
   """
+
+  OBS_SIZE = 3  # [cos theta, sin theta, theta_dot]
+  ACTION_SIZE = 1  # joint torque [N m]
 
   def __init__(self, g: float = 10.0):
     self.max_speed = 8.0
@@ -167,18 +167,3 @@ class Pendulum(Env):
         reward=_f32(-costs),
         done=_f32(0.0),
     )
-
-  @property
-  def observation_size(self) -> int:
-    """3: ``[cos theta, sin theta, theta_dot]``."""
-    return 3
-
-  @property
-  def action_size(self) -> int:
-    """1: joint torque [N m]."""
-    return 1
-
-  @property
-  def backend(self) -> str:
-    """``'jax'``: analytic dynamics, no Brax physics pipeline."""
-    return "jax"

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Callable
 
 from mjxmeta.config import StudentConfig
+from mjxmeta.registry import lookup
 from mjxmeta.students.base import Student, StudentState, init_normalizer, normalize, update_normalizer
 from mjxmeta.students.ddpg import DDPG, DDPGState
 from mjxmeta.students.td3 import TD3, TD3State
@@ -31,10 +32,7 @@ def make(config: StudentConfig, obs_size: int, action_size: int) -> Student:
       KeyError: ``config.name`` is not in :data:`REGISTRY` (``validate``
         rejects unknown names earlier, as a ConfigError).
     """
-    try:
-        cls = REGISTRY[config.name]
-    except KeyError:
-        raise KeyError(f"no student {config.name!r}; registered: {sorted(REGISTRY)}") from None
+    cls = lookup(REGISTRY, config.name, "student")
     return cls(config, obs_size, action_size)
 
 

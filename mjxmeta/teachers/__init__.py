@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from mjxmeta.config import MJX_EPISODE_LENGTH, TeacherConfig
+from mjxmeta.registry import lookup
 from mjxmeta.teachers.base import Teacher, TeacherHyper, TeacherState, gaussian_log_prob, symlog, where_done
 from mjxmeta.teachers.latent import MetaLatent
 from mjxmeta.teachers.learned import Meta, MetaState, MetaVariance, NetTeacher
@@ -33,10 +34,7 @@ def make(config: TeacherConfig, obs_size: int, action_size: int,
       KeyError: ``config.name`` is not in :data:`REGISTRY` (``validate``
         rejects unknown names earlier, as a ConfigError).
     """
-    try:
-        cls = REGISTRY[config.name]
-    except KeyError:
-        raise KeyError(f"no teacher {config.name!r}; registered: {sorted(REGISTRY)}") from None
+    cls = lookup(REGISTRY, config.name, "teacher")
     return cls(config, obs_size, action_size, episode_length=episode_length, student=student)
 
 
