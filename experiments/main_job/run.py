@@ -44,6 +44,11 @@ CANDIDATES: dict[str, list[str]] = {
     "actor_lr3e-5_residual": ["--actor-lr", "3e-5", "--teacher-residual"],
     "lookahead_d0": ["--lookahead-data", "d0"],
     "steps100k": ["--total-steps", "100000"],  # the look-ahead default before the meta-gradient study
+    # 2026-12-03: the defaults again on the code of that day ("default" was measured on 2026-11-23; the
+    # code changed since, so the random streams and the seeds' fates differ)
+    "default_rerun": [],
+    "td3": ["--student", "td3"],  # clipped double-Q, target smoothing, delayed actor (students/td3.py)
+    "td3_critic_l2_0": ["--student", "td3", "--critic-l2", "0"],  # TD3 without baselines2017's critic L2
 }
 
 
