@@ -362,7 +362,8 @@ def startup_bound(run: dict) -> str:
 
 
 def _concurrent_check(raw: Path, what: str) -> str:
-    """Per-process work of the concurrent peer runs vs the solo runs of the same repetitions (raw rows)."""
+    """Per-process work of the concurrent peer runs vs the solo runs of the same repetitions (raw rows),
+    said only when the pair's total exceeds 2.2x one solo process (more than two cores can give)."""
     if not raw.exists():
         return ""
     rows = [json.loads(x) for x in raw.read_text().splitlines()]
@@ -372,6 +373,8 @@ def _concurrent_check(raw: Path, what: str) -> str:
     if not solo or not per:
         return ""
     rates = [w["env_steps_per_s"] for w in per]
+    if statistics.median([sum(w["env_steps_per_s"] for w in ws) for ws in pairs]) <= 2.2 * statistics.median(solo):
+        return ""  # two processes on two cores give at most about twice one: nothing to explain
     gap = max(abs(a["steps"] - b["steps"]) / max(a["steps"], b["steps"]) for a, b in pairs)
     return (f". Check of the raw rows: each concurrent process timed its own window of "
             f"{min(w['seconds'] for w in per):.1f}–{max(w['seconds'] for w in per):.1f} s after its own warm-up and "
