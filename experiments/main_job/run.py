@@ -62,6 +62,7 @@ CANDIDATES: dict[str, list[str]] = {
     "tau0.05": ["--tau", "0.05"],
     "gamma0.98": ["--gamma", "0.98"],
     "updates600": ["--updates", "600"],
+    "updates150": ["--updates", "150"],
 }
 
 
