@@ -24,7 +24,7 @@ from mjxmeta.teachers import Teacher
 
 def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
                  env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None,
-                 teacher_hyper: Any = None) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
+                 teacher_hyper: Any = None, uniform: jax.Array | None = None) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
     """Acts with pi_e in a batch of B envs for one step.
 
     Args:
@@ -42,6 +42,9 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
         from ``key`` (antithetic or common noise across candidates).
       teacher_hyper: the teacher's :class:`~mjxmeta.teachers.TeacherHyper`
         (its OU scale); None = the teacher config's.
+      uniform: optional bool scalar; where True the executed (and returned
+        raw) actions are drawn uniformly from [-1, 1] with ``fold_in(key, 2)``
+        instead of by the teacher (the warm-up of ``Config.learning_starts``).
 
     Returns:
       (env_state, memory, transition (B, ...), done (B,) episode ended
@@ -57,6 +60,8 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
 
     u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory, actor_fn)
     raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
+    if uniform is not None:
+        raw = jnp.where(uniform, jax.random.uniform(jax.random.fold_in(key, 2), raw.shape, raw.dtype, -1.0, 1.0), raw)
     env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
     memory = teacher.observe(teacher_params, memory, done, lambda: student.td_error(student_state, norm, tr),
                              jax.random.fold_in(key, 1))

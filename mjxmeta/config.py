@@ -51,7 +51,7 @@ STUDENT_NAMES = ("ddpg", "td3")
 # only the fields in BRAX_FIELDS and take no teacher (their own stochastic policy explores).
 BRAX_STUDENTS = ("sac", "ppo")
 STUDENT_NAMES += BRAX_STUDENTS
-_BRAX_COMMON = ("env", "episode_length", "seeds", "seed", "num_envs", "total_steps", "eval_envs", "eval_every",
+_BRAX_COMMON = ("env", "integrator", "episode_length", "seeds", "seed", "num_envs", "total_steps", "eval_envs", "eval_every",
                 "student.name", "student.hidden", "student.actor_lr", "student.batch_size", "student.gamma",
                 "student.normalize_observations", "student.updates_per_iteration")
 BRAX_FIELDS = {"sac": _BRAX_COMMON + ("student.layer_norm", "student.buffer_size", "student.tau"),
@@ -64,6 +64,10 @@ ESTIMATOR_NAMES = ("reinforce", "es")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
 LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
+# MuJoCo integrator of the MJX envs: "euler" = Brax's copies of the models as shipped (no integrator attribute:
+# semi-implicit Euler), "rk4" = the integrator gymnasium's models of the same envs declare (all but halfcheetah).
+INTEGRATORS = ("euler", "rk4")
+MJX_ENVS = ("inverted_pendulum", "inverted_double_pendulum", "reacher", "hopper", "halfcheetah")
 # Continuous fields that change no shape, so ``Config.sweep`` may give several values and the runs vmap over
 # them like seeds (:func:`sweepable_fields` narrows this to the fields the run's teacher reads).
 SWEEPABLE = ("student.actor_lr", "student.critic_lr", "student.tau", "teacher.lr", "teacher.init_std",
@@ -315,6 +319,12 @@ class Config:
 
     Attributes:
       env: environment name, one of :data:`ENV_NAMES`.
+      integrator: MuJoCo integrator of the MJX envs (:data:`MJX_ENVS`):
+        ``euler`` (Brax's copies of the models, which drop the integrator
+        attribute: semi-implicit Euler) or ``rk4`` (what gymnasium's models of
+        inverted_pendulum, inverted_double_pendulum, reacher and hopper
+        declare; same time step, 4 physics evaluations per step; see
+        docs/envs.md). Other envs accept only ``euler``.
       episode_length: time limit in steps; 0 = env default (1000 MJX and Playground, 200 pendulum,
         999 mountain_car_continuous; :func:`default_episode_length`).
       seeds: S, independent seeds vmapped in one program.
@@ -328,6 +338,11 @@ class Config:
         average; beyond that, starts are reused within the iteration (metric
         ``reused_starts``).
       total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
+      learning_starts: warm-up in env steps per seed: every iteration that
+        starts below it executes uniformly random D0 actions in [-1, 1] and
+        updates neither the student nor the teacher (its data still enters
+        the replay buffer and the observation statistics); SB3's
+        ``learning_starts``, counted in whole iterations; 0 = none.
       log_every: iterations per scan chunk (one log point per chunk).
       eval_envs: evaluation episodes per seed at each evaluated log point
         (deterministic student, one full episode per env, all seeds in one
@@ -355,6 +370,7 @@ class Config:
     """
 
     env: str = field(default="inverted_pendulum", metadata={"choices": ENV_NAMES})
+    integrator: str = field(default="euler", metadata={"choices": INTEGRATORS})
     episode_length: int = 0
     seeds: int = 4
     seed: int = 0
@@ -362,6 +378,7 @@ class Config:
     rollout_steps: int = 100
     reset_pool: int = 0
     total_steps: int = 50_000
+    learning_starts: int = 0
     log_every: int = 10
     eval_envs: int = 10
     eval_every: int = 20_000
@@ -596,6 +613,10 @@ def validate(config: Config) -> Config:
             raise ConfigError(name, type(sub).__name__, f"a {typ.__name__}")
     _choice("env", c.env, ENV_NAMES)
     _extra_installed("env", c.env)
+    _choice("integrator", c.integrator, INTEGRATORS)
+    if c.integrator != "euler" and c.env not in MJX_ENVS:
+        raise ConfigError("integrator", c.integrator, f"'euler' for env {c.env!r} (only the MJX envs {MJX_ENVS} "
+                                                      "take another integrator)")
     _int("episode_length", c.episode_length, 0, 100_000)
     _int("seeds", c.seeds, 1, 4096)
     _int("seed", c.seed, 0, 2**31 - 1)
@@ -603,6 +624,10 @@ def validate(config: Config) -> Config:
     _int("rollout_steps", c.rollout_steps, 1, 100_000)
     _int("reset_pool", c.reset_pool, 0, 100_000)
     _int("total_steps", c.total_steps, 1, 2_000_000_000)  # env_steps is an int32 counter
+    _int("learning_starts", c.learning_starts, 0, 2_000_000_000)
+    if c.learning_starts >= c.total_steps:
+        raise ConfigError("learning_starts", c.learning_starts,
+                          f"an integer below total_steps={c.total_steps} (the warm-up would be the whole run)")
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)
     _int("eval_every", c.eval_every, 0, 2_000_000_000)

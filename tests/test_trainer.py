@@ -365,3 +365,44 @@ def test_ddpg_learns_pendulum(teacher, make_config, threshold):
     print(msg)
     assert returns.shape == (cfg.seeds, cfg.eval_envs)
     assert per_seed.mean() > threshold, msg
+
+
+@pytest.mark.parametrize("teacher", ["gaussian", "meta"])
+def test_learning_starts_acts_uniformly_and_updates_nothing_until_it_is_reached(teacher):
+    """``learning_starts``: iterations that start below it execute U(-1, 1) actions and leave student and
+    teacher untouched (their data still enters B); the first iteration past it updates both."""
+    probe = small_config(teacher, total_steps=10_000, log_every=1)
+    steps = probe.steps_per_iteration
+    cfg = dataclasses.replace(probe, learning_starts=2 * steps)  # iterations 0 and 1 warm up
+    trainer = _trainer(cfg)
+    state = tree_index(trainer.init_seeds(trainer.seed_keys()), 0)
+    it = jax.jit(trainer.iteration)
+    first = _np(state)
+    d0_actions = []
+    for _ in range(2):
+        k_d0 = jax.random.split(state.key, 5)[1]
+        d0_actions.append(np.asarray(trainer.rollout_d0(state, k_d0)[2].action))  # the D0 the iteration executes
+        state, _ = it(state)
+    warm = _np(state)
+    for part in ("student", "teacher"):
+        for (path, x), (_, y) in zip(_leaves(getattr(first, part)), _leaves(getattr(warm, part))):
+            if part == "teacher" and "memory" in jax.tree_util.keystr(path):
+                continue  # per-env noise memory follows the envs, not an update
+            np.testing.assert_array_equal(x, y, err_msg=f"{part}{jax.tree_util.keystr(path)} changed in warm-up")
+    assert int(trainer.replay.size(state.buffer)) == 2 * cfg.inserted_per_iteration
+    a = np.concatenate([x.ravel() for x in d0_actions])
+    # U(-1, 1): mean |a| = 0.5, sd = 0.577; the teacher's own actions (mu ~ 0 plus N(0, 0.2^2) noise) are near 0.
+    assert abs(np.mean(np.abs(a)) - 0.5) < 0.05 and abs(np.std(a) - 1 / np.sqrt(3)) < 0.05, (np.mean(np.abs(a)),
+                                                                                             np.std(a))
+    state, _ = it(state)  # iteration 2 starts at the warm-up's end: it trains
+    after = _np(state)
+    assert any(not np.array_equal(x, y) for (_, x), (_, y) in zip(_leaves(warm.student), _leaves(after.student)))
+    if teacher == "meta":
+        assert any(not np.array_equal(x, y)
+                   for (_, x), (_, y) in zip(_leaves(warm.teacher.params), _leaves(after.teacher.params)))
+
+
+def test_learning_starts_refused_at_or_beyond_the_budget():
+    from mjxmeta.config import ConfigError, validate
+    with pytest.raises(ConfigError, match="learning_starts"):
+        validate(small_config("gaussian", total_steps=10_000, learning_starts=10_000))

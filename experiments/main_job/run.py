@@ -63,6 +63,17 @@ CANDIDATES: dict[str, list[str]] = {
     "gamma0.98": ["--gamma", "0.98"],
     "updates600": ["--updates", "600"],
     "updates150": ["--updates", "150"],
+    # 2026-12-07 (issue 17): the differences between this trainer and SBX's DDPG on gymnasium, one at a time
+    # and combined, screened with `--extra --seeds 8 --eval-every 8000` on base seed 10 (and 11)
+    "rk4": ["--integrator", "rk4"],  # gymnasium's integrator on the same model (Brax's copy drops it: Euler)
+    "gaussian_rk4": ["--teacher", "gaussian", "--integrator", "rk4"],
+    "gaussian_sbx": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations", "--critic-l2", "0"],
+    "gaussian_sbx_rk4": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations", "--critic-l2",
+                         "0", "--integrator", "rk4"],
+    "gaussian_ls1000": ["--teacher", "gaussian", "--learning-starts", "1000"],  # SB3's uniform warm-up
+    "gaussian_sbx_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                            "--critic-l2", "0", "--learning-starts", "1000"],
+    "gaussian_no_ln": ["--teacher", "gaussian", "--no-layer-norm"],
 }
 
 
