@@ -157,6 +157,13 @@ class StudentConfig:
         only; Fujimoto et al. 2018: 0.5).
       policy_delay: TD3: the actor and all target networks are updated once
         every policy_delay critic updates (``td3`` only; Fujimoto et al. 2018: 2).
+      critics: TD3: N, critics in the ensemble (``td3`` only; Fujimoto et al.
+        2018: 2; REDQ, Chen et al. 2021: 10).
+      critic_subset: TD3: M, the critic target takes the min over a random
+        subset of M of the N target critics, drawn per update, and the actor
+        ascends the mean of all N critics (REDQ, Chen et al. ICLR 2021,
+        Algorithm 1); 0 = the min over all N and the actor on Q_1 (TD3)
+        (``td3`` only).
     """
 
     name: str = field(default="ddpg", metadata={"flag": "student", "choices": STUDENT_NAMES})
@@ -174,6 +181,8 @@ class StudentConfig:
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_delay: int = 2
+    critics: int = 2
+    critic_subset: int = 0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -310,7 +319,8 @@ class MetaConfig:
 # explicitly for a noise teacher is refused (:func:`check_explicit_fields`).
 META_ONLY_FIELDS = tuple(f"meta.{f.name}" for f in dataclasses.fields(MetaConfig)) + ("teacher.baseline",)
 # Fields only the ``td3`` student reads; setting one explicitly for another student is refused.
-TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay")
+TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay", "student.critics",
+                   "student.critic_subset")
 
 
 @dataclass(frozen=True)
@@ -653,6 +663,8 @@ def validate(config: Config) -> Config:
     _float("student.policy_noise", s.policy_noise, 0.0, 10.0)
     _float("student.noise_clip", s.noise_clip, 0.0, 10.0)
     _int("student.policy_delay", s.policy_delay, 1, 10**6)
+    _int("student.critics", s.critics, 1, 1024)
+    _int("student.critic_subset", s.critic_subset, 0, s.critics)
 
     _choice("teacher.name", t.name, TEACHER_NAMES)
     _float("teacher.init_std", t.init_std, 0.0, 10.0, lo_open=True)
