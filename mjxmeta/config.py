@@ -145,6 +145,10 @@ class StudentConfig:
       tau: Polyak coefficient, ``theta' <- (1 - tau) theta' + tau theta``.
       normalize_observations: normalize observations with running statistics
         (clipped to +-5 as in Baselines).
+      lr_decay: learning-rate decay: actor and critic learning rates (of the
+        student and its look-ahead copies) fall linearly in the env steps
+        used, from their values at step 0 to ``lr_decay`` times them at
+        ``total_steps``; 1 = constant (Baselines).
       updates_per_iteration: student gradient steps per iteration; 0 = auto:
         one update per two transitions inserted into the replay buffer
         (Baselines' ratio, 50 updates per 100 rollout steps).
@@ -177,6 +181,7 @@ class StudentConfig:
     gamma: float = 0.99
     tau: float = 0.01
     normalize_observations: bool = True
+    lr_decay: float = 1.0
     updates_per_iteration: int = field(default=0, metadata={"flag": "updates"})
     policy_noise: float = 0.2
     noise_clip: float = 0.5
@@ -659,6 +664,7 @@ def validate(config: Config) -> Config:
     _float("student.gamma", s.gamma, 0.0, 1.0, hi_open=True)
     _float("student.tau", s.tau, 0.0, 1.0, lo_open=True)
     _bool("student.normalize_observations", s.normalize_observations)
+    _float("student.lr_decay", s.lr_decay, 0.0, 1.0)
     _int("student.updates_per_iteration", s.updates_per_iteration, 0, 10**6)
     _float("student.policy_noise", s.policy_noise, 0.0, 10.0)
     _float("student.noise_clip", s.noise_clip, 0.0, 10.0)

@@ -262,7 +262,7 @@ class Trainer:
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
                                buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
-                               hyper=self.read_hyper(state).lookahead)
+                               hyper=self.decayed(state, self.read_hyper(state).lookahead))
         return jax.vmap(fn)(flat, keys)
 
     def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
@@ -329,11 +329,21 @@ class Trainer:
         mu_fn = lambda actor, obs: self.student.mu(actor, state.normalizer, obs)  # noqa: E731
         return self.teacher.adapt(state.teacher, self.student.actor(state.student), mu_fn, rows.obs, k_adapt)
 
+    def decayed(self, state: TrainState, hyper):
+        """The student's (or look-ahead's) hyperparameters with ``student.lr_decay`` applied at this iteration:
+        learning rates times 1 - (1 - lr_decay) * min(1, env_steps / total_steps); ``hyper`` itself at 1."""
+        decay = self.config.student.lr_decay
+        if decay == 1.0:
+            return hyper
+        frac = jnp.minimum(1.0, state.env_steps.astype(jnp.float32) / self.config.total_steps)
+        scale = 1.0 - (1.0 - decay) * frac
+        return hyper.replace(actor_lr=hyper.actor_lr * scale, critic_lr=hyper.critic_lr * scale)
+
     def student_update(self, state: TrainState):
         """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
         student, buffer, metrics = self.student.update_many(
             state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates,
-            self.read_hyper(state).student)
+            self.decayed(state, self.read_hyper(state).student))
         return state.replace(student=student, buffer=buffer), metrics
 
     def record_visits(self, state: TrainState, d0: Transition, key: jax.Array) -> jax.Array:

@@ -406,3 +406,35 @@ def test_learning_starts_refused_at_or_beyond_the_budget():
     from mjxmeta.config import ConfigError, validate
     with pytest.raises(ConfigError, match="learning_starts"):
         validate(small_config("gaussian", total_steps=10_000, learning_starts=10_000))
+
+
+def test_lr_decay_scales_student_learning_rates_linearly_in_env_steps():
+    """``student.lr_decay``: lr(e) = lr * (1 - (1 - decay) * min(1, e / total_steps)). At e = total_steps with
+    decay 0 a student update moves neither actor nor critic (Adam at lr 0); at e = 0 it is the undecayed update,
+    bit for bit."""
+    base = small_config("gaussian", total_steps=10_000)
+    plain, decay = _trainer(base), _trainer(dataclasses.replace(
+        base, student=dataclasses.replace(base.student, lr_decay=0.0)))
+    state = tree_index(plain.init_seeds(plain.seed_keys()), 0)
+    state, _ = jax.jit(plain.iteration)(state)  # a buffer with data, a trained student
+    h = plain.read_hyper(state).student
+    half = decay.decayed(state.replace(env_steps=jnp.int32(5_000)), h)
+    np.testing.assert_allclose([half.actor_lr, half.critic_lr], [0.5 * h.actor_lr, 0.5 * h.critic_lr], rtol=1e-6)
+    assert float(half.tau) == float(h.tau)
+    quarter = _trainer(dataclasses.replace(base, student=dataclasses.replace(base.student, lr_decay=0.2))).decayed(
+        state.replace(env_steps=jnp.int32(2_500)), h)
+    np.testing.assert_allclose(quarter.actor_lr, h.actor_lr * (1 - 0.8 * 0.25), rtol=1e-6)
+
+    update = lambda t, s: t.student_update(s)[0].student  # noqa: E731
+    start = state.replace(env_steps=jnp.int32(0))
+    for (_, x), (_, y) in zip(_leaves(_np(jax.jit(functools.partial(update, plain))(start))),
+                              _leaves(_np(jax.jit(functools.partial(update, decay))(start)))):
+        np.testing.assert_array_equal(x, y)
+    end = state.replace(env_steps=jnp.int32(10_000))
+    after = _np(jax.jit(functools.partial(update, decay))(end))
+    for part in ("actor", "critic"):
+        for (path, x), (_, y) in zip(_leaves(_np(getattr(end.student, part))), _leaves(getattr(after, part))):
+            np.testing.assert_array_equal(x, y, err_msg=f"{part}{jax.tree_util.keystr(path)} moved at lr 0")
+    moved = _np(jax.jit(functools.partial(update, plain))(end))
+    assert any(not np.array_equal(x, y) for (_, x), (_, y) in zip(_leaves(_np(end.student.actor)),
+                                                                    _leaves(moved.actor)))

@@ -74,6 +74,10 @@ CANDIDATES: dict[str, list[str]] = {
     "gaussian_sbx_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
                             "--critic-l2", "0", "--learning-starts", "1000"],
     "gaussian_no_ln": ["--teacher", "gaussian", "--no-layer-norm"],
+    # candidates from the field for a student that holds (issue 17, item 2), screened with the gaussian teacher
+    "gaussian_redq": ["--teacher", "gaussian", "--student", "td3", "--critics", "10", "--critic-subset", "2",
+                      "--policy-delay", "1", "--policy-noise", "0"],  # REDQ's ensemble at the student's UTD
+    "gaussian_td3_b256": ["--teacher", "gaussian", "--student", "td3", "--batch-size", "256"],
 }
 
 
