@@ -135,6 +135,12 @@ class StudentConfig:
         no teacher, only the fields in :data:`BRAX_FIELDS`).
       hidden: hidden layer widths of actor and critic.
       layer_norm: LayerNorm after each hidden layer (Baselines: on).
+      action_layer: the hidden layer before which the action joins the
+        critic: 1 = after the first hidden layer (Baselines), 0 = with the
+        observation at the input (SB3/SBX; Fujimoto et al. 2018's TD3).
+      output_init: the actor's and critic's output layers are initialised
+        from U(-output_init, output_init) (Lillicrap et al. 2016: 3e-3);
+        0 = Flax's default (LeCun-normal kernel, zero bias; SB3/SBX).
       actor_lr: Adam learning rate of the actor mu.
       critic_lr: Adam learning rate of the critic Q.
       critic_l2: L2 coefficient on critic hidden kernels; loss term
@@ -173,6 +179,8 @@ class StudentConfig:
     name: str = field(default="ddpg", metadata={"flag": "student", "choices": STUDENT_NAMES})
     hidden: tuple[int, ...] = (64, 64)
     layer_norm: bool = True
+    action_layer: int = 1
+    output_init: float = 3e-3
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     critic_l2: float = 1e-2
@@ -656,6 +664,8 @@ def validate(config: Config) -> Config:
     _choice("student.name", s.name, STUDENT_NAMES)
     _widths("student.hidden", s.hidden)
     _bool("student.layer_norm", s.layer_norm)
+    _int("student.action_layer", s.action_layer, 0, len(s.hidden) if isinstance(s.hidden, tuple) else 0)
+    _float("student.output_init", s.output_init, 0.0, 10.0)
     _float("student.actor_lr", s.actor_lr, 0.0, 1e3, lo_open=True)
     _float("student.critic_lr", s.critic_lr, 0.0, 1e3, lo_open=True)
     _float("student.critic_l2", s.critic_l2, 0.0, 1e3)

@@ -84,30 +84,37 @@ def main() -> None:
     evals = {(r["iteration"], r["seed"]): r["eval_return"] for r in rows if "eval_return" in r}
     out = {"run_dir": str(a.run_dir), "points": []}
     sets = {k: held_out_states(k, N_STATES) for k in ("centre", "edge")}
+    probe = None
     for step in steps:
         trainer, state, record = load_checkpoint(a.run_dir, step)
         c = trainer.config
-        base = make_base(c.env, integrator=c.integrator)
+        if probe is None:  # one compiled program for every checkpoint: (student, normalizer) of one seed -> figures
+            base = make_base(c.env, integrator=c.integrator)
+
+            def one_seed(student, norm):
+                act = lambda obs: trainer.student.act(student, norm, obs)  # noqa: E731
+                res = {}
+                for kind, (q, qd) in sets.items():
+                    obs = jnp.concatenate([q, qd], 1)
+                    qval = trainer.student.q(student, norm, obs, act(obs))
+                    ret, alive, vel = monte_carlo(base, act, q, qd, c.student.gamma)
+                    res[kind] = {"q_mean": jnp.mean(qval), "mc_mean": jnp.mean(ret),
+                                 "q_minus_mc": jnp.mean(qval - ret), "alive_mean": jnp.mean(alive),
+                                 "survive_1000": jnp.mean(alive >= HORIZON), "abs_velocity": jnp.mean(jnp.abs(vel))}
+                return res
+            probe = jax.jit(jax.vmap(one_seed))
+        figures = jax.device_get(probe(state.student, state.normalizer))
         point = {"iteration": record["iteration"], "env_steps": record["iteration"] * c.steps_per_iteration,
                  "seeds": []}
         for s in range(c.num_runs):
             one = jax.tree.map(lambda x: x[s], state)
-            student, norm = one.student, one.normalizer
-            act = lambda obs: trainer.student.act(student, norm, obs)  # noqa: E731
             seed_row = {"seed": s, "eval_return": evals.get((record["iteration"], s))}
-            for kind, (q, qd) in sets.items():
-                obs = np.concatenate([q, qd], 1)
-                qval = trainer.student.q(student, norm, obs, act(obs))
-                ret, alive, vel = jax.jit(monte_carlo, static_argnums=(0, 1))(base, act, q, qd, c.student.gamma)
-                seed_row[kind] = {"q_mean": float(jnp.mean(qval)), "mc_mean": float(jnp.mean(ret)),
-                                  "q_minus_mc": float(jnp.mean(qval - ret)),
-                                  "alive_mean": float(jnp.mean(alive)),
-                                  "survive_1000": float(jnp.mean(alive >= HORIZON)),
-                                  "abs_velocity": float(jnp.mean(jnp.abs(vel)))}
+            for kind in sets:
+                seed_row[kind] = {k: float(v[s]) for k, v in figures[kind].items()}
             size = int(trainer.replay.size(one.buffer))
             rows_ = jax.vmap(trainer.replay._unravel)(one.buffer.data.experience[0, :size])
-            seed_row["norm_mean"] = np.asarray(norm.mean).round(4).tolist()
-            seed_row["norm_std"] = np.asarray(norm.std).round(4).tolist()
+            seed_row["norm_mean"] = np.asarray(one.normalizer.mean).round(4).tolist()
+            seed_row["norm_std"] = np.asarray(one.normalizer.std).round(4).tolist()
             seed_row["buffer"] = {"size": size, "share_abs_x_gt_0.5": float(jnp.mean(jnp.abs(rows_.obs[:, 0]) > 0.5)),
                                   "share_terminated": float(jnp.mean(rows_.terminated))}
             point["seeds"].append(seed_row)

@@ -78,6 +78,16 @@ CANDIDATES: dict[str, list[str]] = {
     "gaussian_redq": ["--teacher", "gaussian", "--student", "td3", "--critics", "10", "--critic-subset", "2",
                       "--policy-delay", "1", "--policy-noise", "0"],  # REDQ's ensemble at the student's UTD
     "gaussian_td3_b256": ["--teacher", "gaussian", "--student", "td3", "--batch-size", "256"],
+    "gaussian_lr_decay0.1": ["--teacher", "gaussian", "--lr-decay", "0.1"],  # learning rates fall to 0.1x by 50k
+    # SBX's networks: the action at the critic's input and Flax's default output-layer init (with SBX's other
+    # settings and warm-up), and each of the two alone
+    "gaussian_sbxnet_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                               "--critic-l2", "0", "--learning-starts", "1000", "--action-layer", "0",
+                               "--output-init", "0"],
+    "gaussian_sbx_a0_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                               "--critic-l2", "0", "--learning-starts", "1000", "--action-layer", "0"],
+    "gaussian_sbx_init0_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                                  "--critic-l2", "0", "--learning-starts", "1000", "--output-init", "0"],
 }
 
 
