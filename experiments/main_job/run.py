@@ -88,6 +88,13 @@ CANDIDATES: dict[str, list[str]] = {
                                "--critic-l2", "0", "--learning-starts", "1000", "--action-layer", "0"],
     "gaussian_sbx_init0_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
                                   "--critic-l2", "0", "--learning-starts", "1000", "--output-init", "0"],
+    # the default student (LayerNorm, observation statistics, critic L2) with SBX's network choices
+    "gaussian_a0_init0": ["--teacher", "gaussian", "--action-layer", "0", "--output-init", "0"],
+    "a0_init0": ["--action-layer", "0", "--output-init", "0"],  # the same with the main job's meta teacher
+    # REDQ-style critic ensemble (10 critics, min over 2 drawn per update, actor on the mean; no target smoothing,
+    # no delay) with the main job's meta teacher: chosen on gaussian_redq's base seed 10, reported on 0-9
+    "redq": ["--student", "td3", "--critics", "10", "--critic-subset", "2", "--policy-delay", "1",
+             "--policy-noise", "0"],
 }
 
 
