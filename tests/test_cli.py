@@ -218,8 +218,9 @@ def _get(config, dotted):
 
 def _other_value(flag):
     """A valid value different from the field's default."""
-    # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one)
-    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "pendulum", "meta.candidates": 4,
+    # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one); env: an MJX env (the
+    # other integrator, rk4, is refused for the pure-JAX ones)
+    special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "hopper", "meta.candidates": 4,
                "teacher.param_noise_alpha": 1.02,  # must stay > 1
                "sweep": (("student.tau", (0.005, 0.02)), ("student.actor_lr", (1e-4, 3e-4)))}
     if flag.field in special:
