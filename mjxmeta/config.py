@@ -63,6 +63,10 @@ BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
 ESTIMATOR_NAMES = ("reinforce", "es", "pathwise")
 PATHWISE_TEACHERS = ("meta_variance", "meta")  # teachers the ``pathwise`` estimator supports (mjxmeta.pathwise)
 PATHWISE_DYNAMICS = ("one_step", "full")
+# Envs the ``pathwise`` estimator can differentiate in reverse mode: the pure-JAX ones. MJX's constraint
+# solver (mujoco-mjx 3.17, ``solver.solve``) runs a ``lax.while_loop`` unless ``opt.iterations == 1``, and JAX
+# cannot reverse-differentiate a while loop (measured on ``inverted_pendulum``: ValueError at trace time).
+PATHWISE_ENVS = ("pendulum", "mountain_car_continuous")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
 LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
@@ -698,6 +702,11 @@ def validate(config: Config) -> Config:
             raise ConfigError("teacher.estimator", t.estimator,
                               f"'reinforce' or 'es' for teacher.name={t.name!r} (the pathwise estimator supports "
                               f"the teachers {PATHWISE_TEACHERS})")
+        if c.env not in PATHWISE_ENVS:
+            raise ConfigError("teacher.estimator", t.estimator,
+                              f"'reinforce' or 'es' for env={c.env!r}: the pathwise estimator needs an env JAX can "
+                              f"differentiate in reverse mode, one of {PATHWISE_ENVS} (MJX's constraint solver is a "
+                              "while loop)")
         if m.grad_horizon > m.return_horizon:
             raise ConfigError("meta.grad_horizon", m.grad_horizon,
                               f"an integer <= meta.return_horizon={m.return_horizon} (the differentiated steps are "

@@ -60,6 +60,9 @@ def test_config_accepts_pathwise_and_refuses_what_it_cannot_do():
         with pytest.raises(ConfigError, match="pathwise estimator supports") as e:
             validate(pathwise_config(teacher=teacher))
         assert e.value.field == "teacher.estimator"
+    with pytest.raises(ConfigError, match="reverse mode") as e:
+        validate(dataclasses.replace(pathwise_config(), env="inverted_pendulum"))
+    assert e.value.field == "teacher.estimator"
     with pytest.raises(ConfigError, match="meta.return_horizon") as e:
         validate(pathwise_config(grad_horizon=201))
     assert e.value.field == "meta.grad_horizon"
