@@ -32,8 +32,8 @@ def straight_through_clip(raw: jax.Array) -> jax.Array:
 
 def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
                  env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None,
-                 teacher_hyper: Any = None, pathwise: str = "") -> tuple[Any, jax.Array, Transition, jax.Array,
-                                                                       jax.Array, jax.Array]:
+                 teacher_hyper: Any = None, uniform: jax.Array | None = None, pathwise: str = ""
+                 ) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
     """Acts with pi_e in a batch of B envs for one step.
 
     Args:
@@ -51,6 +51,9 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
         from ``key`` (antithetic or common noise across candidates).
       teacher_hyper: the teacher's :class:`~mjxmeta.teachers.TeacherHyper`
         (its OU scale); None = the teacher config's.
+      uniform: optional bool scalar; where True the executed (and returned
+        raw) actions are drawn uniformly from [-1, 1] with ``fold_in(key, 2)``
+        instead of by the teacher (the warm-up of ``Config.learning_starts``).
       pathwise: "" (REINFORCE, ES), or the ``pathwise`` estimator's D0 mode
         (``meta.pathwise_dynamics``, :mod:`mjxmeta.pathwise`): the executed
         action is :func:`straight_through_clip` of the sample, so its gradient
@@ -74,6 +77,8 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
 
     u = teacher.inputs(obs_n, mu, lambda: student.q(student_state, norm, obs, mu), memory, actor_fn)
     raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
+    if uniform is not None:
+        raw = jnp.where(uniform, jax.random.uniform(jax.random.fold_in(key, 2), raw.shape, raw.dtype, -1.0, 1.0), raw)
     if pathwise:
         held = teacher.held_action(u) if pathwise == "full" else None
         if held is not None:  # zero in value; carries d mu(s_t) / d s_t

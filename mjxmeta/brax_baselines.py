@@ -117,7 +117,7 @@ def brax_arguments(config: Config) -> tuple[Callable[..., Any], dict[str, Any]]:
     from mjxmeta.envs import make_base
 
     c, s = config, config.student
-    common = dict(environment=make_base(c.env), num_timesteps=c.total_steps,
+    common = dict(environment=make_base(c.env, integrator=c.integrator), num_timesteps=c.total_steps,
                   episode_length=c.resolved_episode_length, num_envs=c.num_envs, num_eval_envs=c.eval_envs,
                   num_evals=num_evals(c), deterministic_eval=True, learning_rate=s.actor_lr, discounting=s.gamma,
                   batch_size=s.batch_size, normalize_observations=s.normalize_observations, max_devices_per_host=1)

@@ -51,7 +51,7 @@ STUDENT_NAMES = ("ddpg", "td3")
 # only the fields in BRAX_FIELDS and take no teacher (their own stochastic policy explores).
 BRAX_STUDENTS = ("sac", "ppo")
 STUDENT_NAMES += BRAX_STUDENTS
-_BRAX_COMMON = ("env", "episode_length", "seeds", "seed", "num_envs", "total_steps", "eval_envs", "eval_every",
+_BRAX_COMMON = ("env", "integrator", "episode_length", "seeds", "seed", "num_envs", "total_steps", "eval_envs", "eval_every",
                 "student.name", "student.hidden", "student.actor_lr", "student.batch_size", "student.gamma",
                 "student.normalize_observations", "student.updates_per_iteration")
 BRAX_FIELDS = {"sac": _BRAX_COMMON + ("student.layer_norm", "student.buffer_size", "student.tau"),
@@ -70,6 +70,10 @@ PATHWISE_ENVS = ("pendulum", "mountain_car_continuous")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
 LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
+# MuJoCo integrator of the MJX envs: "euler" = Brax's copies of the models as shipped (no integrator attribute:
+# semi-implicit Euler), "rk4" = the integrator gymnasium's models of the same envs declare (all but halfcheetah).
+INTEGRATORS = ("euler", "rk4")
+MJX_ENVS = ("inverted_pendulum", "inverted_double_pendulum", "reacher", "hopper", "halfcheetah")
 # Continuous fields that change no shape, so ``Config.sweep`` may give several values and the runs vmap over
 # them like seeds (:func:`sweepable_fields` narrows this to the fields the run's teacher reads).
 SWEEPABLE = ("student.actor_lr", "student.critic_lr", "student.tau", "teacher.lr", "teacher.init_std",
@@ -137,6 +141,12 @@ class StudentConfig:
         no teacher, only the fields in :data:`BRAX_FIELDS`).
       hidden: hidden layer widths of actor and critic.
       layer_norm: LayerNorm after each hidden layer (Baselines: on).
+      action_layer: the hidden layer before which the action joins the
+        critic: 1 = after the first hidden layer (Baselines), 0 = with the
+        observation at the input (SB3/SBX; Fujimoto et al. 2018's TD3).
+      output_init: the actor's and critic's output layers are initialised
+        from U(-output_init, output_init) (Lillicrap et al. 2016: 3e-3);
+        0 = Flax's default (LeCun-normal kernel, zero bias; SB3/SBX).
       actor_lr: Adam learning rate of the actor mu.
       critic_lr: Adam learning rate of the critic Q.
       critic_l2: L2 coefficient on critic hidden kernels; loss term
@@ -147,6 +157,10 @@ class StudentConfig:
       tau: Polyak coefficient, ``theta' <- (1 - tau) theta' + tau theta``.
       normalize_observations: normalize observations with running statistics
         (clipped to +-5 as in Baselines).
+      lr_decay: learning-rate decay: actor and critic learning rates (of the
+        student and its look-ahead copies) fall linearly in the env steps
+        used, from their values at step 0 to ``lr_decay`` times them at
+        ``total_steps``; 1 = constant (Baselines).
       updates_per_iteration: student gradient steps per iteration; 0 = auto:
         one update per two transitions inserted into the replay buffer
         (Baselines' ratio, 50 updates per 100 rollout steps).
@@ -159,11 +173,20 @@ class StudentConfig:
         only; Fujimoto et al. 2018: 0.5).
       policy_delay: TD3: the actor and all target networks are updated once
         every policy_delay critic updates (``td3`` only; Fujimoto et al. 2018: 2).
+      critics: TD3: N, critics in the ensemble (``td3`` only; Fujimoto et al.
+        2018: 2; REDQ, Chen et al. 2021: 10).
+      critic_subset: TD3: M, the critic target takes the min over a random
+        subset of M of the N target critics, drawn per update, and the actor
+        ascends the mean of all N critics (REDQ, Chen et al. ICLR 2021,
+        Algorithm 1); 0 = the min over all N and the actor on Q_1 (TD3)
+        (``td3`` only).
     """
 
     name: str = field(default="ddpg", metadata={"flag": "student", "choices": STUDENT_NAMES})
     hidden: tuple[int, ...] = (64, 64)
     layer_norm: bool = True
+    action_layer: int = 1
+    output_init: float = 3e-3
     actor_lr: float = 1e-4
     critic_lr: float = 1e-3
     critic_l2: float = 1e-2
@@ -172,10 +195,13 @@ class StudentConfig:
     gamma: float = 0.99
     tau: float = 0.01
     normalize_observations: bool = True
+    lr_decay: float = 1.0
     updates_per_iteration: int = field(default=0, metadata={"flag": "updates"})
     policy_noise: float = 0.2
     noise_clip: float = 0.5
     policy_delay: int = 2
+    critics: int = 2
+    critic_subset: int = 0
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -326,7 +352,8 @@ class MetaConfig:
 # explicitly for a noise teacher is refused (:func:`check_explicit_fields`).
 META_ONLY_FIELDS = tuple(f"meta.{f.name}" for f in dataclasses.fields(MetaConfig)) + ("teacher.baseline",)
 # Fields only the ``td3`` student reads; setting one explicitly for another student is refused.
-TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay")
+TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay", "student.critics",
+                   "student.critic_subset")
 # Fields only the ``pathwise`` estimator reads; setting one explicitly with another estimator is refused.
 PATHWISE_ONLY_FIELDS = ("meta.grad_horizon", "meta.pathwise_dynamics")
 
@@ -337,6 +364,12 @@ class Config:
 
     Attributes:
       env: environment name, one of :data:`ENV_NAMES`.
+      integrator: MuJoCo integrator of the MJX envs (:data:`MJX_ENVS`):
+        ``euler`` (Brax's copies of the models, which drop the integrator
+        attribute: semi-implicit Euler) or ``rk4`` (what gymnasium's models of
+        inverted_pendulum, inverted_double_pendulum, reacher and hopper
+        declare; same time step, 4 physics evaluations per step; see
+        docs/envs.md). Other envs accept only ``euler``.
       episode_length: time limit in steps; 0 = env default (1000 MJX and Playground, 200 pendulum,
         999 mountain_car_continuous; :func:`default_episode_length`).
       seeds: S, independent seeds vmapped in one program.
@@ -350,6 +383,11 @@ class Config:
         average; beyond that, starts are reused within the iteration (metric
         ``reused_starts``).
       total_steps: budget in env steps per seed, counting D0, D1 and R-hat rollouts.
+      learning_starts: warm-up in env steps per seed: every iteration that
+        starts below it executes uniformly random D0 actions in [-1, 1] and
+        updates neither the student nor the teacher (its data still enters
+        the replay buffer and the observation statistics); SB3's
+        ``learning_starts``, counted in whole iterations; 0 = none.
       log_every: iterations per scan chunk (one log point per chunk).
       eval_envs: evaluation episodes per seed at each evaluated log point
         (deterministic student, one full episode per env, all seeds in one
@@ -377,6 +415,7 @@ class Config:
     """
 
     env: str = field(default="inverted_pendulum", metadata={"choices": ENV_NAMES})
+    integrator: str = field(default="euler", metadata={"choices": INTEGRATORS})
     episode_length: int = 0
     seeds: int = 4
     seed: int = 0
@@ -384,6 +423,7 @@ class Config:
     rollout_steps: int = 100
     reset_pool: int = 0
     total_steps: int = 50_000
+    learning_starts: int = 0
     log_every: int = 10
     eval_envs: int = 10
     eval_every: int = 20_000
@@ -618,6 +658,10 @@ def validate(config: Config) -> Config:
             raise ConfigError(name, type(sub).__name__, f"a {typ.__name__}")
     _choice("env", c.env, ENV_NAMES)
     _extra_installed("env", c.env)
+    _choice("integrator", c.integrator, INTEGRATORS)
+    if c.integrator != "euler" and c.env not in MJX_ENVS:
+        raise ConfigError("integrator", c.integrator, f"'euler' for env {c.env!r} (only the MJX envs {MJX_ENVS} "
+                                                      "take another integrator)")
     _int("episode_length", c.episode_length, 0, 100_000)
     _int("seeds", c.seeds, 1, 4096)
     _int("seed", c.seed, 0, 2**31 - 1)
@@ -625,6 +669,10 @@ def validate(config: Config) -> Config:
     _int("rollout_steps", c.rollout_steps, 1, 100_000)
     _int("reset_pool", c.reset_pool, 0, 100_000)
     _int("total_steps", c.total_steps, 1, 2_000_000_000)  # env_steps is an int32 counter
+    _int("learning_starts", c.learning_starts, 0, 2_000_000_000)
+    if c.learning_starts >= c.total_steps:
+        raise ConfigError("learning_starts", c.learning_starts,
+                          f"an integer below total_steps={c.total_steps} (the warm-up would be the whole run)")
     _int("log_every", c.log_every, 1, 10**6)
     _int("eval_envs", c.eval_envs, 1, 4096)
     _int("eval_every", c.eval_every, 0, 2_000_000_000)
@@ -638,6 +686,8 @@ def validate(config: Config) -> Config:
     _choice("student.name", s.name, STUDENT_NAMES)
     _widths("student.hidden", s.hidden)
     _bool("student.layer_norm", s.layer_norm)
+    _int("student.action_layer", s.action_layer, 0, len(s.hidden) if isinstance(s.hidden, tuple) else 0)
+    _float("student.output_init", s.output_init, 0.0, 10.0)
     _float("student.actor_lr", s.actor_lr, 0.0, 1e3, lo_open=True)
     _float("student.critic_lr", s.critic_lr, 0.0, 1e3, lo_open=True)
     _float("student.critic_l2", s.critic_l2, 0.0, 1e3)
@@ -646,10 +696,13 @@ def validate(config: Config) -> Config:
     _float("student.gamma", s.gamma, 0.0, 1.0, hi_open=True)
     _float("student.tau", s.tau, 0.0, 1.0, lo_open=True)
     _bool("student.normalize_observations", s.normalize_observations)
+    _float("student.lr_decay", s.lr_decay, 0.0, 1.0)
     _int("student.updates_per_iteration", s.updates_per_iteration, 0, 10**6)
     _float("student.policy_noise", s.policy_noise, 0.0, 10.0)
     _float("student.noise_clip", s.noise_clip, 0.0, 10.0)
     _int("student.policy_delay", s.policy_delay, 1, 10**6)
+    _int("student.critics", s.critics, 1, 1024)
+    _int("student.critic_subset", s.critic_subset, 0, s.critics)
 
     _choice("teacher.name", t.name, TEACHER_NAMES)
     _float("teacher.init_std", t.init_std, 0.0, 10.0, lo_open=True)

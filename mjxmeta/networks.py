@@ -35,44 +35,58 @@ class _Hidden(nn.Module):
         return nn.relu(x)
 
 
+def _output_dense(features: int, output_init: float) -> nn.Dense:
+    """The output layer: U(-output_init, output_init) kernel and bias, or Flax's default init (LeCun-normal kernel,
+    zero bias, as SB3/SBX) when ``output_init`` is 0."""
+    if not output_init:
+        return nn.Dense(features, name="output")
+    init = _uniform_init(output_init)
+    return nn.Dense(features, kernel_init=init, bias_init=init, name="output")
+
+
 class Actor(nn.Module):
-    """Deterministic policy mu(s): (..., obs_size) -> (..., action_size) in [-1, 1]."""
+    """Deterministic policy mu(s): (..., obs_size) -> (..., action_size) in [-1, 1].
+
+    ``output_init``: scale of the output layer's uniform init (0 = Flax's default).
+    """
 
     action_size: int
     hidden: Sequence[int] = (64, 64)
     layer_norm: bool = True
+    output_init: float = FINAL_INIT_SCALE
 
     @nn.compact
     def __call__(self, obs: jax.Array) -> jax.Array:
         x = obs
         for i, w in enumerate(self.hidden):
             x = _Hidden(w, self.layer_norm, name=f"hidden_{i}")(x)
-        x = nn.Dense(self.action_size, kernel_init=_uniform_init(FINAL_INIT_SCALE),
-                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
-        return jnp.tanh(x)
+        return jnp.tanh(_output_dense(self.action_size, self.output_init)(x))
 
 
 class Critic(nn.Module):
     """Action value Q(s, a): (..., obs_size), (..., action_size) -> (...).
 
-    The action enters after the first hidden layer (Baselines ``Critic``).
+    The action joins the features before hidden layer ``action_layer``: 1 =
+    after the first hidden layer (Baselines ``Critic``), 0 = with the
+    observation at the input (SB3/SBX, Fujimoto et al. 2018's TD3).
+    ``output_init``: scale of the output layer's uniform init (0 = Flax's default).
     """
 
     hidden: Sequence[int] = (64, 64)
     layer_norm: bool = True
+    action_layer: int = 1
+    output_init: float = FINAL_INIT_SCALE
 
     @nn.compact
     def __call__(self, obs: jax.Array, action: jax.Array) -> jax.Array:
         x = obs
         for i, w in enumerate(self.hidden):
-            if i == 1:
+            if i == self.action_layer:
                 x = jnp.concatenate([x, action], axis=-1)
             x = _Hidden(w, self.layer_norm, name=f"hidden_{i}")(x)
-        if len(self.hidden) == 1:
+        if len(self.hidden) <= self.action_layer:
             x = jnp.concatenate([x, action], axis=-1)
-        x = nn.Dense(1, kernel_init=_uniform_init(FINAL_INIT_SCALE),
-                     bias_init=_uniform_init(FINAL_INIT_SCALE), name="output")(x)
-        return x[..., 0]
+        return _output_dense(1, self.output_init)(x)[..., 0]
 
 
 class GaussianMean(nn.Module):

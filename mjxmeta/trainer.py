@@ -108,7 +108,8 @@ class Trainer:
     def __init__(self, config: Config):
         self.config = validate(config)
         c = config
-        self.env = make(c.env, c.resolved_episode_length, starts_per_env=c.resolved_reset_pool)
+        self.env = make(c.env, c.resolved_episode_length, starts_per_env=c.resolved_reset_pool,
+                        integrator=c.integrator)
         self.obs_size = int(self.env.observation_size)
         self.action_size = int(self.env.action_size)
         self.student = students.make(c.student, self.obs_size, self.action_size)
@@ -207,7 +208,8 @@ class Trainer:
             env_state = join_pool(own, pool)
         mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
         act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer,
-                                teacher_hyper=self.read_hyper(state).teacher, pathwise=self.pathwise_mode)
+                                teacher_hyper=self.read_hyper(state).teacher, uniform=self.warming_up(state),
+                                pathwise=self.pathwise_mode)
 
         def act_alone(params, pool, own, memory, k, eps):
             """One candidate's step on its own envs, drawing from the shared start pool."""
@@ -268,7 +270,7 @@ class Trainer:
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
                                buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
-                               hyper=self.read_hyper(state).lookahead)
+                               hyper=self.decayed(state, self.read_hyper(state).lookahead))
         return jax.vmap(fn)(flat, keys)
 
     def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
@@ -391,11 +393,21 @@ class Trainer:
         mu_fn = lambda actor, obs: self.student.mu(actor, state.normalizer, obs)  # noqa: E731
         return self.teacher.adapt(state.teacher, self.student.actor(state.student), mu_fn, rows.obs, k_adapt)
 
+    def decayed(self, state: TrainState, hyper):
+        """The student's (or look-ahead's) hyperparameters with ``student.lr_decay`` applied at this iteration:
+        learning rates times 1 - (1 - lr_decay) * min(1, env_steps / total_steps); ``hyper`` itself at 1."""
+        decay = self.config.student.lr_decay
+        if decay == 1.0:
+            return hyper
+        frac = jnp.minimum(1.0, state.env_steps.astype(jnp.float32) / self.config.total_steps)
+        scale = 1.0 - (1.0 - decay) * frac
+        return hyper.replace(actor_lr=hyper.actor_lr * scale, critic_lr=hyper.critic_lr * scale)
+
     def student_update(self, state: TrainState):
         """Step 7: U = config.student_updates DDPG steps on minibatches from B."""
         student, buffer, metrics = self.student.update_many(
             state.student, state.normalizer, self.replay.sample, state.buffer, self.config.student_updates,
-            self.read_hyper(state).student)
+            self.decayed(state, self.read_hyper(state).student))
         return state.replace(student=student, buffer=buffer), metrics
 
     def record_visits(self, state: TrainState, d0: Transition, key: jax.Array) -> jax.Array:
@@ -409,26 +421,44 @@ class Trainer:
         return jax.lax.dynamic_update_slice_in_dim(state.visits, obs[idx], row, axis=0)
 
     # ------------------------------------------------------ one iteration
+    def warming_up(self, state: TrainState) -> jax.Array | None:
+        """Bool scalar: this iteration starts inside the warm-up (``config.learning_starts``); None without one,
+        so a run without warm-up traces the program it traced before the option existed."""
+        if not self.config.learning_starts:
+            return None
+        return state.env_steps < self.config.learning_starts
+
+    @staticmethod
+    def unless(warm: jax.Array | None, old, new):
+        """``old`` where ``warm`` (no update during the warm-up), else ``new``; ``new`` itself without a warm-up."""
+        if warm is None:
+            return new
+        return jax.tree.map(lambda a, b: jnp.where(warm, a, b), old, new)
+
     def iteration(self, state: TrainState):
         """One pass of Algorithm 1. Returns (state, metrics of scalars)."""
+        warm = self.warming_up(state)
         key, k_d0, k_look, k_ret, k_vis = jax.random.split(state.key, 5)
         metrics = {}
         if self.teacher.is_meta:
             est = self.meta_estimate(state, k_d0, k_look, k_ret)                     # 1-4. D0, pi', D1, R
             env_state, memory, d0 = est["env_state"], est["memory"], est["d0"]
             teacher, diag, diag_metrics = self.teacher_update(state, est)            # 5. teacher step (eq. 2)
+            teacher, diag = self.unless(warm, (state.teacher, state.meta_diag), (teacher, diag))
             state = self.insert(state, d0, est["d1"]).replace(meta_diag=diag)        # 6. B <- B u D0 u D1
             metrics.update(meta_reward=jnp.mean(est["rewards"]), return_pi=est["returns"][0], **diag_metrics)
         else:
             env_state, memory, d0, _, _ = self.rollout_d0(state, k_d0)               # 1. D0 ~ pi_e
             state = self.insert(state, d0)
-            teacher = self.adapt_teacher(state, jax.random.fold_in(k_vis, 1))          # param_noise: sigma_p
+            teacher = self.unless(warm, state.teacher,                               # param_noise: sigma_p
+                                  self.adapt_teacher(state, jax.random.fold_in(k_vis, 1)))
             metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), teacher_grad_skipped=jnp.zeros(()),
                            **meta.zero_diagnostic_metrics())
         teacher = teacher.replace(memory=memory)
         state = state.replace(teacher=teacher, env_state=env_state, key=key,
                               visits=self.record_visits(state, d0, k_vis))
-        state, update_metrics = self.student_update(state)                           # 7. pi <- DDPG(pi, B)
+        updated, update_metrics = self.student_update(state)                         # 7. pi <- DDPG(pi, B)
+        state = state.replace(student=self.unless(warm, state.student, updated.student), buffer=updated.buffer)
         state = state.replace(iteration=state.iteration + 1,
                               env_steps=state.env_steps + self.config.steps_per_iteration)
         metrics.update(update_metrics)

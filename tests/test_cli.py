@@ -290,6 +290,7 @@ def test_all_flags_at_once_round_trip_and_resume_keeps_unflagged_fields():
     values = {f.field: _other_value(f) for f in FLAGS.values()}
     values["student.name"] = [n for n in STUDENT_NAMES if n not in BRAX_STUDENTS][-1]  # sac/ppo refuse meta flags
     values["teacher.estimator"], values["teacher.name"] = "pathwise", "meta"  # the pathwise fields need both
+    values["integrator"] = "euler"  # env is pendulum (pathwise needs it), which takes no other integrator
     argv = ["train"] + [x for f in FLAGS.values() for x in _argv(f, values[f.field])]
     config = config_from_args(build_parser().parse_args(argv))
     assert {k: _get(config, k) for k in values} == values

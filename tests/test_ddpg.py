@@ -154,13 +154,13 @@ def np_actor(params, x, hidden, layer_norm):
     return np.tanh(x @ _a(p["output"]["kernel"]) + _a(p["output"]["bias"]))
 
 
-def np_critic(params, x, a, hidden, layer_norm):
+def np_critic(params, x, a, hidden, layer_norm, action_layer=1):
     p = params["params"]
     for i in range(len(hidden)):
-        if i == 1:
+        if i == action_layer:
             x = np.concatenate([x, a], -1)
         x = np_hidden(p[f"hidden_{i}"], x, layer_norm)
-    if len(hidden) == 1:
+    if len(hidden) <= action_layer:
         x = np.concatenate([x, a], -1)
     return (x @ _a(p["output"]["kernel"]) + _a(p["output"]["bias"]))[..., 0]
 
@@ -350,3 +350,23 @@ def test_critic_l2_touches_only_hidden_kernels(layer_norm, normalize):
     # In value: the loss difference is L2/2 * sum of squared hidden kernels only.
     close(out["critic_loss"][0] - out["critic_loss_no_l2"], L2 * 0.5 * np_hidden_kernel_sq(state.critic),
           rtol=1e-5)
+
+
+@pytest.mark.parametrize("action_layer", [0, 1, 2])
+def test_critic_action_layer_and_default_output_init(action_layer):
+    """``student.action_layer``: the action joins the critic before hidden layer i (0 = at the input, SB3/SBX;
+    2 = after the last hidden layer), checked against the numpy forward pass; ``output_init`` 0 gives Flax's
+    default output layer (zero bias, LeCun-normal kernel) and a nonzero scale U(-scale, scale)."""
+    from mjxmeta.networks import Actor, Critic
+    hidden = (8, 8)
+    obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
+    act = np.random.default_rng(1).uniform(-1, 1, size=(5, ACT)).astype(np.float32)
+    net = Critic(hidden, False, action_layer, 0.0)
+    params = random_params(net.init, jnp.zeros((1, OBS)), jnp.zeros((1, ACT)), seed=3)
+    close(net.apply(params, obs, act), np_critic(params, obs, act, hidden, False, action_layer))
+    first = np.asarray(params["params"]["hidden_0"]["Dense_0"]["kernel"]).shape[0]
+    assert first == OBS + (ACT if action_layer == 0 else 0)
+    fresh = net.init(jax.random.PRNGKey(0), jnp.zeros((1, OBS)), jnp.zeros((1, ACT)))["params"]["output"]
+    assert float(jnp.max(jnp.abs(fresh["bias"]))) == 0.0 and float(jnp.max(jnp.abs(fresh["kernel"]))) > 0.05
+    small = Actor(ACT, hidden, True, 1e-3).init(jax.random.PRNGKey(0), jnp.zeros((1, OBS)))["params"]["output"]
+    assert 0 < float(jnp.max(jnp.abs(small["kernel"]))) <= 1e-3 and float(jnp.max(jnp.abs(small["bias"]))) <= 1e-3

@@ -264,3 +264,46 @@ def test_td3_learns_pendulum():
     msg = f"td3: per-seed final eval returns {np.round(per_seed, 1)}, {time.time() - t0:.0f} s"
     print(msg)
     assert per_seed.shape == (4,) and np.sum(per_seed > TD3_THRESHOLD) >= 3, msg
+
+
+def test_redq_target_min_over_drawn_subset_and_actor_on_ensemble_mean():
+    """critics N = 5, critic_subset M = 2 (REDQ, Chen et al. 2021, Alg. 1): the target's min runs over the M
+    target critics drawn for the update (checked against the numpy networks and a re-draw of the subset), a
+    new subset per update, and the actor loss is -mean over the batch and all N online critics."""
+    n, m = 5, 2
+    c = cfg(critics=n, critic_subset=m, policy_noise=0.0)
+    td3 = TD3(c, OBS, ACT)
+    batch = make_batch()
+    norm = jax.jit(update_normalizer)(init_normalizer(OBS), jnp.asarray(make_norm_data()))
+    obs = jnp.zeros((1, OBS), jnp.float32)
+    act = jnp.zeros((1, ACT), jnp.float32)
+    stack = lambda ps: jax.tree.map(lambda *x: jnp.stack(x), *ps)  # noqa: E731
+    online = stack([random_params(td3.critic_net.init, obs, act, seed=40 + i) for i in range(n)])
+    target = stack([random_params(td3.critic_net.init, obs, act, seed=50 + i) for i in range(n)])
+    actor = random_params(td3.actor_net.init, obs, seed=3)
+    state = TD3State(actor, online, actor, target, td3.actor_optim.init(actor), td3.critic_optim.init(online),
+                     jax.random.PRNGKey(11), jnp.zeros((), jnp.int32))
+    assert jax.tree.leaves(td3.init(jax.random.PRNGKey(0)).critic)[0].shape[0] == n
+
+    targets = jax.jit(lambda st, t: td3.critic_target(st.replace(step=t), norm, batch, jnp.zeros_like(batch.action)))
+    s2 = np_normalize(norm, batch.next_obs)
+    a2 = np_actor(state.target_actor, s2, c.hidden, c.layer_norm)
+    q_all = np.stack([np_critic(one(target, i), s2, a2, c.hidden, c.layer_norm) for i in range(n)])
+    subsets = []
+    for t in range(6):
+        subset = np.asarray(jax.random.choice(jax.random.fold_in(jax.random.fold_in(state.key, t), 1), n, (m,),
+                                              replace=False))
+        assert len(set(subset.tolist())) == m
+        subsets.append(tuple(sorted(subset.tolist())))
+        expected = _a(batch.reward) + GAMMA * (1.0 - _a(batch.terminated)) * q_all[subset].min(0)
+        close(targets(state, jnp.int32(t)), expected)
+    assert len(set(subsets)) > 1, subsets  # a fresh subset per update
+    live = np.asarray(batch.terminated) == 0
+    # M < N matters here: some drawn subset misses the critic with the smallest value in a bootstrapped row
+    assert any(np.any(np.abs(q_all.min(0) - q_all[list(sub)].min(0))[live] > 1e-4) for sub in subsets)
+
+    s = np_normalize(norm, batch.obs)
+    mu = np_actor(actor, s, c.hidden, c.layer_norm)
+    q_mu = np.stack([np_critic(one(online, i), s, mu, c.hidden, c.layer_norm) for i in range(n)])
+    close(jax.jit(td3.actor_loss)(actor, state, norm, batch), -q_mu.mean())
+    assert abs(q_mu.mean() - q_mu[0].mean()) > 1e-4  # differs from TD3's Q_1-only actor loss

@@ -365,3 +365,76 @@ def test_ddpg_learns_pendulum(teacher, make_config, threshold):
     print(msg)
     assert returns.shape == (cfg.seeds, cfg.eval_envs)
     assert per_seed.mean() > threshold, msg
+
+
+@pytest.mark.parametrize("teacher", ["gaussian", "meta"])
+def test_learning_starts_acts_uniformly_and_updates_nothing_until_it_is_reached(teacher):
+    """``learning_starts``: iterations that start below it execute U(-1, 1) actions and leave student and
+    teacher untouched (their data still enters B); the first iteration past it updates both."""
+    probe = small_config(teacher, total_steps=10_000, log_every=1)
+    steps = probe.steps_per_iteration
+    cfg = dataclasses.replace(probe, learning_starts=2 * steps)  # iterations 0 and 1 warm up
+    trainer = _trainer(cfg)
+    state = tree_index(trainer.init_seeds(trainer.seed_keys()), 0)
+    it = jax.jit(trainer.iteration)
+    first = _np(state)
+    d0_actions = []
+    for _ in range(2):
+        k_d0 = jax.random.split(state.key, 5)[1]
+        d0_actions.append(np.asarray(trainer.rollout_d0(state, k_d0)[2].action))  # the D0 the iteration executes
+        state, _ = it(state)
+    warm = _np(state)
+    for part in ("student", "teacher"):
+        for (path, x), (_, y) in zip(_leaves(getattr(first, part)), _leaves(getattr(warm, part))):
+            if part == "teacher" and "memory" in jax.tree_util.keystr(path):
+                continue  # per-env noise memory follows the envs, not an update
+            np.testing.assert_array_equal(x, y, err_msg=f"{part}{jax.tree_util.keystr(path)} changed in warm-up")
+    assert int(trainer.replay.size(state.buffer)) == 2 * cfg.inserted_per_iteration
+    a = np.concatenate([x.ravel() for x in d0_actions])
+    # U(-1, 1): mean |a| = 0.5, sd = 0.577; the teacher's own actions (mu ~ 0 plus N(0, 0.2^2) noise) are near 0.
+    assert abs(np.mean(np.abs(a)) - 0.5) < 0.05 and abs(np.std(a) - 1 / np.sqrt(3)) < 0.05, (np.mean(np.abs(a)),
+                                                                                             np.std(a))
+    state, _ = it(state)  # iteration 2 starts at the warm-up's end: it trains
+    after = _np(state)
+    assert any(not np.array_equal(x, y) for (_, x), (_, y) in zip(_leaves(warm.student), _leaves(after.student)))
+    if teacher == "meta":
+        assert any(not np.array_equal(x, y)
+                   for (_, x), (_, y) in zip(_leaves(warm.teacher.params), _leaves(after.teacher.params)))
+
+
+def test_learning_starts_refused_at_or_beyond_the_budget():
+    from mjxmeta.config import ConfigError, validate
+    with pytest.raises(ConfigError, match="learning_starts"):
+        validate(small_config("gaussian", total_steps=10_000, learning_starts=10_000))
+
+
+def test_lr_decay_scales_student_learning_rates_linearly_in_env_steps():
+    """``student.lr_decay``: lr(e) = lr * (1 - (1 - decay) * min(1, e / total_steps)). At e = total_steps with
+    decay 0 a student update moves neither actor nor critic (Adam at lr 0); at e = 0 it is the undecayed update,
+    bit for bit."""
+    base = small_config("gaussian", total_steps=10_000)
+    plain, decay = _trainer(base), _trainer(dataclasses.replace(
+        base, student=dataclasses.replace(base.student, lr_decay=0.0)))
+    state = tree_index(plain.init_seeds(plain.seed_keys()), 0)
+    state, _ = jax.jit(plain.iteration)(state)  # a buffer with data, a trained student
+    h = plain.read_hyper(state).student
+    half = decay.decayed(state.replace(env_steps=jnp.int32(5_000)), h)
+    np.testing.assert_allclose([half.actor_lr, half.critic_lr], [0.5 * h.actor_lr, 0.5 * h.critic_lr], rtol=1e-6)
+    assert float(half.tau) == float(h.tau)
+    quarter = _trainer(dataclasses.replace(base, student=dataclasses.replace(base.student, lr_decay=0.2))).decayed(
+        state.replace(env_steps=jnp.int32(2_500)), h)
+    np.testing.assert_allclose(quarter.actor_lr, h.actor_lr * (1 - 0.8 * 0.25), rtol=1e-6)
+
+    update = lambda t, s: t.student_update(s)[0].student  # noqa: E731
+    start = state.replace(env_steps=jnp.int32(0))
+    for (_, x), (_, y) in zip(_leaves(_np(jax.jit(functools.partial(update, plain))(start))),
+                              _leaves(_np(jax.jit(functools.partial(update, decay))(start)))):
+        np.testing.assert_array_equal(x, y)
+    end = state.replace(env_steps=jnp.int32(10_000))
+    after = _np(jax.jit(functools.partial(update, decay))(end))
+    for part in ("actor", "critic"):
+        for (path, x), (_, y) in zip(_leaves(_np(getattr(end.student, part))), _leaves(getattr(after, part))):
+            np.testing.assert_array_equal(x, y, err_msg=f"{part}{jax.tree_util.keystr(path)} moved at lr 0")
+    moved = _np(jax.jit(functools.partial(update, plain))(end))
+    assert any(not np.array_equal(x, y) for (_, x), (_, y) in zip(_leaves(_np(end.student.actor)),
+                                                                    _leaves(moved.actor)))

@@ -63,6 +63,39 @@ CANDIDATES: dict[str, list[str]] = {
     "gamma0.98": ["--gamma", "0.98"],
     "updates600": ["--updates", "600"],
     "updates150": ["--updates", "150"],
+    # 2026-12-07 (issue 17): the differences between this trainer and SBX's DDPG on gymnasium, one at a time
+    # and combined, screened with `--extra --seeds 8 --eval-every 8000` on base seed 10 (and 11)
+    "rk4": ["--integrator", "rk4"],  # gymnasium's integrator on the same model (Brax's copy drops it: Euler)
+    "gaussian_rk4": ["--teacher", "gaussian", "--integrator", "rk4"],
+    "gaussian_sbx": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations", "--critic-l2", "0"],
+    "gaussian_sbx_rk4": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations", "--critic-l2",
+                         "0", "--integrator", "rk4"],
+    "gaussian_ls1000": ["--teacher", "gaussian", "--learning-starts", "1000"],  # SB3's uniform warm-up
+    "gaussian_sbx_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                            "--critic-l2", "0", "--learning-starts", "1000"],
+    "gaussian_no_ln": ["--teacher", "gaussian", "--no-layer-norm"],
+    # candidates from the field for a student that holds (issue 17, item 2), screened with the gaussian teacher
+    "gaussian_redq": ["--teacher", "gaussian", "--student", "td3", "--critics", "10", "--critic-subset", "2",
+                      "--policy-delay", "1", "--policy-noise", "0"],  # REDQ's ensemble at the student's UTD
+    "gaussian_td3_b256": ["--teacher", "gaussian", "--student", "td3", "--batch-size", "256"],  # refused: > 100
+    "td3_b256": ["--student", "td3", "--batch-size", "256"],  # TD3, LayerNorm critics, batch 256, meta teacher
+    "gaussian_lr_decay0.1": ["--teacher", "gaussian", "--lr-decay", "0.1"],  # learning rates fall to 0.1x by 50k
+    # SBX's networks: the action at the critic's input and Flax's default output-layer init (with SBX's other
+    # settings and warm-up), and each of the two alone
+    "gaussian_sbxnet_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                               "--critic-l2", "0", "--learning-starts", "1000", "--action-layer", "0",
+                               "--output-init", "0"],
+    "gaussian_sbx_a0_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                               "--critic-l2", "0", "--learning-starts", "1000", "--action-layer", "0"],
+    "gaussian_sbx_init0_ls1000": ["--teacher", "gaussian", "--no-layer-norm", "--no-normalize-observations",
+                                  "--critic-l2", "0", "--learning-starts", "1000", "--output-init", "0"],
+    # the default student (LayerNorm, observation statistics, critic L2) with SBX's network choices
+    "gaussian_a0_init0": ["--teacher", "gaussian", "--action-layer", "0", "--output-init", "0"],
+    "a0_init0": ["--action-layer", "0", "--output-init", "0"],  # the same with the main job's meta teacher
+    # REDQ-style critic ensemble (10 critics, min over 2 drawn per update, actor on the mean; no target smoothing,
+    # no delay) with the main job's meta teacher: chosen on gaussian_redq's base seed 10, reported on 0-9
+    "redq": ["--student", "td3", "--critics", "10", "--critic-subset", "2", "--policy-delay", "1",
+             "--policy-noise", "0"],
 }
 
 

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 
-from mjxmeta.config import ENV_NAMES, PLAYGROUND_ENVS, default_episode_length
+from mjxmeta.config import ENV_NAMES, INTEGRATORS, PLAYGROUND_ENVS, default_episode_length
 
 BRAX_NAMES = {
     "inverted_pendulum": "inverted_pendulum",
@@ -173,14 +173,21 @@ def reused_starts(state: State) -> jax.Array:
     return jnp.maximum(state.info["pool_taken"] - size, 0)
 
 
-def make_base(name: str, backend: str = "mjx") -> Env:
+def make_base(name: str, backend: str = "mjx", integrator: str = "euler") -> Env:
     """The unbatched env ``name`` with actions in [-1, 1].
 
+    ``integrator`` (:data:`mjxmeta.config.INTEGRATORS`): ``rk4`` replaces the
+    integrator of a Brax MJX env's model (Brax's copies drop gymnasium's
+    ``integrator="RK4"``); the time step and frames per step stay.
+
     Raises:
-      ValueError: if ``name`` is not one of :data:`mjxmeta.config.ENV_NAMES`.
+      ValueError: if ``name`` is not one of :data:`mjxmeta.config.ENV_NAMES`, or
+        ``integrator`` is not ``euler`` for an env outside :data:`mjxmeta.config.MJX_ENVS`.
       ImportError: for a :data:`mjxmeta.config.PLAYGROUND_ENVS` name without the extra
         ``mjxmeta[playground]`` installed.
     """
+    if integrator != "euler" and name not in BRAX_NAMES:
+        raise ValueError(f"integrator {integrator!r} applies only to the MJX envs {tuple(BRAX_NAMES)}, not {name!r}")
     if name == "pendulum":
         from mjxmeta.envs.pendulum import Pendulum
         env = Pendulum()
@@ -193,11 +200,18 @@ def make_base(name: str, backend: str = "mjx") -> Env:
         return PlaygroundEnv(name)
     if name in BRAX_NAMES:
         from brax import envs as brax_envs
-        return brax_envs.get_environment(BRAX_NAMES[name], backend=backend)
+        env = brax_envs.get_environment(BRAX_NAMES[name], backend=backend)
+        if integrator == "rk4":
+            from mujoco import mjx
+            env.sys = env.sys.tree_replace({"opt.integrator": mjx.IntegratorType.RK4})
+        elif integrator != "euler":
+            raise ValueError(f"unknown integrator {integrator!r}: valid are {INTEGRATORS}")
+        return env
     raise ValueError(f"unknown env {name!r}: valid names are {ENV_NAMES}")
 
 
-def make(name: str, episode_length: int = 0, backend: str = "mjx", starts_per_env: int = 1) -> Env:
+def make(name: str, episode_length: int = 0, backend: str = "mjx", starts_per_env: int = 1,
+         integrator: str = "euler") -> Env:
     """Batched, auto-resetting env ``name`` (see module docstring).
 
     Args:
@@ -207,12 +221,13 @@ def make(name: str, episode_length: int = 0, backend: str = "mjx", starts_per_en
       backend: Brax physics backend for the MuJoCo envs (default ``"mjx"``).
       starts_per_env: fresh start states per env in the auto-reset pool (see
         :class:`FreshAutoResetWrapper`).
+      integrator: the MJX envs' integrator (:func:`make_base`).
 
     Raises:
       ValueError: on an unknown name (the message lists the valid ones) or
         ``starts_per_env`` < 1.
     """
-    env = make_base(name, backend)
+    env = make_base(name, backend, integrator)
     length = episode_length or default_episode_length(name)
     return FreshAutoResetWrapper(EpisodeWrapper(VmapWrapper(env), length, 1), starts_per_env)
 

@@ -88,8 +88,8 @@ class DDPG:
         self.config = config
         self.obs_size = obs_size
         self.action_size = action_size
-        self.actor_net = Actor(action_size, tuple(config.hidden), config.layer_norm)
-        self.critic_net = Critic(tuple(config.hidden), config.layer_norm)
+        self.actor_net = Actor(action_size, tuple(config.hidden), config.layer_norm, config.output_init)
+        self.critic_net = Critic(tuple(config.hidden), config.layer_norm, config.action_layer, config.output_init)
         # Adam's state does not depend on the learning rate: these give the state layout (and the
         # config's rates); every update builds Adam with the rates of its ``hyper``.
         self.actor_optim = optax.adam(config.actor_lr)

@@ -9,9 +9,9 @@ actor_lr, critic_lr, tau, so sweeps vmap over them as for DDPG) and update loop
 Equations (Fujimoto et al. 2018, Algorithm 1; docs/algorithm.md, "Students"),
 for update number t = 1, 2, ... of this student:
 
-* twin critics   Q_1, Q_2, stored stacked on a leading axis of size 2
-  (one ``vmap`` over the pair, one Adam state over both: Adam is elementwise,
-  so this is two independent optimizers);
+* twin critics   Q_1, Q_2, stored stacked on a leading axis of size N = 2
+  (``critics``; one ``vmap`` over the stack, one Adam state over all: Adam is
+  elementwise, so these are N independent optimizers);
 * target action  a~ = clip(mu'(s') + clip(eps, -c, c), -1, 1),
   eps ~ N(0, sigma~^2) per action dimension (target-policy smoothing;
   sigma~ = ``policy_noise``, c = ``noise_clip``, normalized action units);
@@ -22,6 +22,14 @@ for update number t = 1, 2, ... of this student:
   L_mu = -mean Q_1(s, mu(s)) under the critics just updated, then all targets
   theta' <- (1 - tau) theta' + tau theta (actor and both critics). On the
   other updates actor, its Adam state and all targets stay bit for bit.
+
+REDQ-style ensembles (Chen, Wang, Zhou, Ross, ICLR 2021, Algorithm 1), with
+``critics`` N > 2 and ``critic_subset`` M > 0: the min in the critic target
+runs over a subset of M target critics drawn uniformly without replacement
+per update (from ``fold_in(fold_in(key, t - 1), 1)``), every critic regresses
+on that one target, and the actor ascends the mean of all N critics,
+L_mu = -mean_s mean_i Q_i(s, mu(s)). With M = 0 the min runs over all N and
+the actor reads Q_1 (TD3; N = 2 is Fujimoto et al.'s).
 
 The counter t (``TD3State.step``) and the key of the smoothing noise
 (``TD3State.key``; the noise of update t is drawn from ``fold_in(key, t - 1)``)
@@ -85,13 +93,13 @@ class TD3(DDPG):
         obs = jnp.zeros((1, self.obs_size), jnp.float32)
         act = jnp.zeros((1, self.action_size), jnp.float32)
         actor = self.actor_net.init(k_a, obs)
-        critic = jax.vmap(lambda k: self.critic_net.init(k, obs, act))(jax.random.split(k_c, 2))
+        critic = jax.vmap(lambda k: self.critic_net.init(k, obs, act))(jax.random.split(k_c, self.config.critics))
         return TD3State(actor, critic, actor, critic, self.actor_optim.init(actor), self.critic_optim.init(critic),
                         k_noise, jnp.zeros((), jnp.int32))
 
     # ---- forward passes -----------------------------------------------
     def twin_q(self, critic: Params, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
-        """(Q_1, Q_2)(s, a) of stacked twin parameters: (…, obs_size), (…, action_size) -> (2, …)."""
+        """(Q_1, ..., Q_N)(s, a) of stacked critic parameters: (…, obs_size), (…, action_size) -> (N, …)."""
         return jax.vmap(self.critic_net.apply, in_axes=(0, None, None))(critic, self.normalize(norm, obs), action)
 
     def q(self, state: TD3State, norm, obs: jax.Array, action: jax.Array) -> jax.Array:
@@ -114,12 +122,18 @@ class TD3(DDPG):
         if noise is not None:
             c = self.config.noise_clip
             next_a = jnp.clip(next_a + jnp.clip(noise, -c, c), -1.0, 1.0)
-        next_q = jnp.min(self.twin_q(state.target_critic, norm, batch.next_obs, next_a), axis=0)
+        next_q = self.twin_q(state.target_critic, norm, batch.next_obs, next_a)
+        m = self.config.critic_subset
+        if m:  # REDQ: the min over M target critics drawn for this update
+            subset = jax.random.choice(jax.random.fold_in(jax.random.fold_in(state.key, state.step), 1),
+                                       self.config.critics, (m,), replace=False)
+            next_q = next_q[subset]
+        next_q = jnp.min(next_q, axis=0)
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_q
 
     def critic_loss(self, critic: Params, state: TD3State, norm, batch: Transition, y: jax.Array | None = None):
-        """Sum over both critics of the mean squared error to ``y`` (None = the noise-free target), plus L2 on
-        both critics' hidden kernels; returns (loss, mean Q_1(s, a)).
+        """Sum over the N critics of the mean squared error to ``y`` (None = the noise-free target), plus L2 on
+        all critics' hidden kernels; returns (loss, mean Q_1(s, a)).
 
         y does not depend on ``critic``: no stop-gradient, so that a meta-gradient through the update
         (``teacher.estimator = pathwise``) sees the batch's r and s' (as :meth:`DDPG.critic_loss`).
@@ -128,8 +142,14 @@ class TD3(DDPG):
         q = self.twin_q(critic, norm, batch.obs, batch.action)
         loss = jnp.sum(jnp.mean(jnp.square(q - y), axis=-1))
         if self.config.critic_l2 > 0:
-            loss = loss + self.config.critic_l2 * l2_penalty(critic)  # sums over both critics
+            loss = loss + self.config.critic_l2 * l2_penalty(critic)  # sums over all N critics
         return loss, jnp.mean(q[0])
+
+    def actor_loss(self, actor: Params, state: TD3State, norm, batch: Transition) -> jax.Array:
+        """-mean Q_1(s, mu(s)) (TD3), or with ``critic_subset`` > 0 -mean over the batch and all N critics (REDQ)."""
+        if not self.config.critic_subset:
+            return super().actor_loss(actor, state, norm, batch)
+        return -jnp.mean(self.twin_q(state.critic, norm, batch.obs, self.mu(actor, norm, batch.obs)))
 
     # ---- one update -----------------------------------------------------
     def update(self, state: TD3State, norm, batch: Transition, hyper: DDPGHyper | None = None
