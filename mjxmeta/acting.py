@@ -22,9 +22,18 @@ from mjxmeta.students.base import Student
 from mjxmeta.teachers import Teacher
 
 
+def straight_through_clip(raw: jax.Array) -> jax.Array:
+    """clip(raw, -1, 1) in value, the identity in gradient (straight-through); same shape as ``raw``.
+
+    Written as ``stop_gradient(clip(raw)) + (raw - stop_gradient(raw))``, so the value is bit for bit the clip's.
+    """
+    return jax.lax.stop_gradient(jnp.clip(raw, -1.0, 1.0)) + (raw - jax.lax.stop_gradient(raw))
+
+
 def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, norm, teacher_params: Any,
                  env_state: Any, memory: jax.Array, key: jax.Array, eps: jax.Array | None = None,
-                 teacher_hyper: Any = None, uniform: jax.Array | None = None) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
+                 teacher_hyper: Any = None, uniform: jax.Array | None = None, pathwise: str = ""
+                 ) -> tuple[Any, jax.Array, Transition, jax.Array, jax.Array, jax.Array]:
     """Acts with pi_e in a batch of B envs for one step.
 
     Args:
@@ -45,12 +54,20 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
       uniform: optional bool scalar; where True the executed (and returned
         raw) actions are drawn uniformly from [-1, 1] with ``fold_in(key, 2)``
         instead of by the teacher (the warm-up of ``Config.learning_starts``).
+      pathwise: "" (REINFORCE, ES), or the ``pathwise`` estimator's D0 mode
+        (``meta.pathwise_dynamics``, :mod:`mjxmeta.pathwise`): the executed
+        action is :func:`straight_through_clip` of the sample, so its gradient
+        in the teacher's params reaches r_t and s_{t+1} through ``env.step``;
+        ``one_step`` holds s_t (and the memory) fixed, ``full`` lets the
+        gradient through s_t into mu(s_t) too (the value is the same).
 
     Returns:
       (env_state, memory, transition (B, ...), done (B,) episode ended
       (termination or time limit; the env auto-resets), teacher inputs u
       (B, input_size), raw unclipped actions (B, action_size)).
     """
+    if pathwise == "one_step":
+        env_state, memory = jax.lax.stop_gradient((env_state, memory))
     obs = env_state.obs
     obs_n = student.normalize(norm, obs)
     mu = student.act(student_state, norm, obs)
@@ -62,7 +79,14 @@ def teacher_step(env, student: Student, teacher: Teacher, student_state: Any, no
     raw, memory = teacher.sample(teacher_params, memory, key, u, eps, teacher_hyper)
     if uniform is not None:
         raw = jnp.where(uniform, jax.random.uniform(jax.random.fold_in(key, 2), raw.shape, raw.dtype, -1.0, 1.0), raw)
-    env_state, tr, done = env_step(env, env_state, jnp.clip(raw, -1.0, 1.0))
+    if pathwise:
+        held = teacher.held_action(u) if pathwise == "full" else None
+        if held is not None:  # zero in value; carries d mu(s_t) / d s_t
+            raw = raw + (held - jax.lax.stop_gradient(held))
+        action = straight_through_clip(raw)
+    else:
+        action = jnp.clip(raw, -1.0, 1.0)
+    env_state, tr, done = env_step(env, env_state, action)
     memory = teacher.observe(teacher_params, memory, done, lambda: student.td_error(student_state, norm, tr),
                              jax.random.fold_in(key, 1))
     return env_state, memory, tr, done, u, raw

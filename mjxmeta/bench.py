@@ -318,7 +318,7 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
         primes = look_fn(st, d0, ks(1))
 
         def rhat(s, p, k, inp, r):
-            returns, d1 = tr.returns_and_d1(s, p, k)
+            returns, d1, _ = tr.returns_and_d1(s, p, k)
             rewards = meta.meta_rewards(returns)
             grad, adv, ema = meta.meta_gradient(tr.teacher, s.teacher, rewards, inp, r)
             teacher, _, _ = tr.teacher_update(s, dict(grad=grad, adv=adv, ema=ema, rewards=rewards))

@@ -60,7 +60,13 @@ BRAX_TEACHER = "gaussian"  # the (unused) teacher a sac/ppo config records: a no
 SAC_LEARNING_STARTS = 1000  # Brax SAC's min_replay_size: transitions collected before the first update
 PPO_MINIBATCHES = 4  # Brax PPO's num_minibatches: an epoch's batch_size * minibatches unrolls, per gradient pass
 BASELINE_NAMES = ("auto", "leave_one_out", "ema", "none")
-ESTIMATOR_NAMES = ("reinforce", "es")
+ESTIMATOR_NAMES = ("reinforce", "es", "pathwise")
+PATHWISE_TEACHERS = ("meta_variance", "meta")  # teachers the ``pathwise`` estimator supports (mjxmeta.pathwise)
+PATHWISE_DYNAMICS = ("one_step", "full")
+# Envs the ``pathwise`` estimator can differentiate in reverse mode: the pure-JAX ones. MJX's constraint
+# solver (mujoco-mjx 3.17, ``solver.solve``) runs a ``lax.while_loop`` unless ``opt.iterations == 1``, and JAX
+# cannot reverse-differentiate a while loop (measured on ``inverted_pendulum``: ValueError at trace time).
+PATHWISE_ENVS = ("pendulum", "mountain_car_continuous")
 LOG_STD_BOUNDS = ("sigmoid", "clip")
 LOOKAHEAD_DATA = ("d0", "mixed")
 PRESET_NAMES = ("baselines2017", "modern")
@@ -252,7 +258,11 @@ class TeacherConfig:
         ``reinforce`` (eq. 2, through the action log-probabilities) or ``es``
         (antithetic parameter perturbations theta +- es_sigma delta across the
         K candidates with common start states, common action noise and common
-        look-ahead minibatches; needs an even K).
+        look-ahead minibatches; needs an even K) or ``pathwise`` (the
+        gradient of a critic-closed short-horizon return of every pi'_k,
+        differentiated through the reparameterized D0 actions, the env step and
+        the look-ahead's updates; ``meta_variance`` and ``meta`` only;
+        docs/algorithm.md, "The pathwise estimator").
       es_sigma: perturbation scale of the ``es`` estimator in the raw parameter space.
       noise_exponent: beta of the ``pink`` teacher's colored noise, power
         spectrum ∝ 1/f^beta per episode and action dimension (1 = pink, as
@@ -316,6 +326,14 @@ class MetaConfig:
         the log-sigma gradient is exactly 0; pairing helps the mean f only.
       return_envs: E, parallel environments for R-hat (common random numbers).
       return_horizon: H, steps of each R-hat rollout (paper: ~200).
+      grad_horizon: H_grad of the ``pathwise`` estimator: the first H_grad
+        steps of each pi'_k's R-hat rollout are differentiated, the rest of
+        the return is replaced by the student's critic at s_{H_grad}
+        (1 <= H_grad <= return_horizon; no extra env steps).
+      pathwise_dynamics: how far the ``pathwise`` gradient follows the D0
+        rollout: ``one_step`` (s_t held fixed; each action reaches only its own
+        step's r_t and s_{t+1}) or ``full`` (through the whole D0 rollout,
+        s_{t+1} feeding the next action and step).
     """
 
     candidates: int = 2
@@ -326,6 +344,8 @@ class MetaConfig:
     paired: bool = False
     return_envs: int = 1
     return_horizon: int = 200
+    grad_horizon: int = 10
+    pathwise_dynamics: str = field(default="one_step", metadata={"choices": PATHWISE_DYNAMICS})
 
 
 # Fields only the meta teachers read (all of MetaConfig, and the meta-reward baseline); setting one
@@ -334,6 +354,8 @@ META_ONLY_FIELDS = tuple(f"meta.{f.name}" for f in dataclasses.fields(MetaConfig
 # Fields only the ``td3`` student reads; setting one explicitly for another student is refused.
 TD3_ONLY_FIELDS = ("student.policy_noise", "student.noise_clip", "student.policy_delay", "student.critics",
                    "student.critic_subset")
+# Fields only the ``pathwise`` estimator reads; setting one explicitly with another estimator is refused.
+PATHWISE_ONLY_FIELDS = ("meta.grad_horizon", "meta.pathwise_dynamics")
 
 
 @dataclass(frozen=True)
@@ -726,6 +748,22 @@ def validate(config: Config) -> Config:
                           "an even number when teacher.estimator = 'es' (antithetic pairs theta +- es_sigma delta)")
     _int("meta.return_envs", m.return_envs, 1, 65536)
     _int("meta.return_horizon", m.return_horizon, 1, 100_000)
+    _int("meta.grad_horizon", m.grad_horizon, 1, 100_000)
+    _choice("meta.pathwise_dynamics", m.pathwise_dynamics, PATHWISE_DYNAMICS)
+    if c.is_meta and t.estimator == "pathwise":
+        if t.name not in PATHWISE_TEACHERS:
+            raise ConfigError("teacher.estimator", t.estimator,
+                              f"'reinforce' or 'es' for teacher.name={t.name!r} (the pathwise estimator supports "
+                              f"the teachers {PATHWISE_TEACHERS})")
+        if c.env not in PATHWISE_ENVS:
+            raise ConfigError("teacher.estimator", t.estimator,
+                              f"'reinforce' or 'es' for env={c.env!r}: the pathwise estimator needs an env JAX can "
+                              f"differentiate in reverse mode, one of {PATHWISE_ENVS} (MJX's constraint solver is a "
+                              "while loop)")
+        if m.grad_horizon > m.return_horizon:
+            raise ConfigError("meta.grad_horizon", m.grad_horizon,
+                              f"an integer <= meta.return_horizon={m.return_horizon} (the differentiated steps are "
+                              "the head of the R-hat rollout)")
     if c.is_meta and t.baseline == "leave_one_out" and m.candidates < 2:
         raise ConfigError("teacher.baseline", t.baseline, "'ema', 'none' or 'auto' when meta.candidates == 1 "
                           "(the leave-one-out baseline needs K >= 2)")
@@ -796,7 +834,9 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
     Raises:
       ConfigError: a field of :data:`META_ONLY_FIELDS` given for a noise teacher,
         ``teacher.residual`` given for a teacher without a network f, a field
-        of :data:`TD3_ONLY_FIELDS` given for a student other than ``td3``, or
+        of :data:`TD3_ONLY_FIELDS` given for a student other than ``td3``, a
+        field of :data:`PATHWISE_ONLY_FIELDS` given for a meta teacher with
+        another estimator than ``pathwise``, or
         for ``sac``/``ppo`` any field outside :data:`BRAX_FIELDS` (e.g.
         ``teacher.name``, ``sweep``, ``log_every``).
     """
@@ -820,6 +860,12 @@ def check_explicit_fields(config: Config, explicit: set[str] | frozenset[str]) -
         raise ConfigError("teacher.residual", config.teacher.residual,
                           f"no value for the teacher {config.teacher.name!r} (only {NET_TEACHERS} have a "
                           "network f to make residual)")
+    pathwise_given = [name for name in PATHWISE_ONLY_FIELDS if name in explicit]
+    if config.is_meta and pathwise_given and config.teacher.estimator != "pathwise":
+        field_name = pathwise_given[0].split(".")[1]
+        raise ConfigError(pathwise_given[0], getattr(config.meta, field_name),
+                          f"no value for teacher.estimator={config.teacher.estimator!r} (only 'pathwise' reads it); "
+                          f"drop {', '.join(pathwise_given)} or pick --teacher-estimator pathwise")
     if config.is_meta:
         return
     given = [name for name in META_ONLY_FIELDS if name in explicit]

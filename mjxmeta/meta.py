@@ -203,6 +203,15 @@ def meta_gradient(teacher: Teacher, state: TeacherState, rewards: jax.Array, inp
     return reinforce_gradient(teacher, state.params, inputs, raw_actions, adv), adv, ema
 
 
+def finite_or_zero(grad):
+    """(``grad``, True) if every entry of the pytree ``grad`` is finite, else (zeros like ``grad``, False).
+
+    The flag is a scalar bool array (traceable); the trainer skips the teacher step where it is False.
+    """
+    finite = jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(grad)]))
+    return jax.tree.map(lambda x: jnp.where(finite, x, jnp.zeros_like(x)), grad), finite
+
+
 def teacher_step(teacher: Teacher, state: TeacherState, grad, lr=None) -> TeacherState:
     """theta_e <- theta_e + eta * Adam(grad J): one ascent step on the meta-objective.
 

@@ -23,6 +23,38 @@ def env_step(env, state, action: jax.Array):
     return nstate, tr, nstate.done
 
 
+def first_episode_start(env, reset_keys: jax.Array):
+    """The carry of :func:`first_episode_steps` at fresh resets: (env state, alive (B,) ones, return (B,) zeros),
+    in the dtype of the env's rewards.
+
+    ``reset_keys``: (B, 2) raw keys; the same keys give the same start states.
+    """
+    state = env.reset(reset_keys)
+    dtype = state.reward.dtype
+    return state, jnp.ones(state.reward.shape, dtype), jnp.zeros(state.reward.shape, dtype)
+
+
+def first_episode_steps(env, act_fn: Callable[[jax.Array], jax.Array], carry, steps: int, remat: bool = False):
+    """``steps`` steps of a deterministic policy, accumulating each env's first-episode return.
+
+    Args:
+      carry: (env state, alive (B,), return (B,)) from :func:`first_episode_start` or an earlier call.
+      act_fn: obs (B, obs_size) -> action (B, A) in [-1, 1].
+      remat: recompute each step in the backward pass (``jax.checkpoint``) instead of storing it.
+
+    Returns:
+      (carry, (transitions with leading (steps, B), alive (steps, B) *before* each step)). ``alive``
+      is 1 until the step on which the first episode ends (termination or time limit); the
+      transitions continue through auto-resets and are all valid data.
+    """
+    def body(c, _):
+        s, alive, ret = c
+        s, tr, done = env_step(env, s, act_fn(s.obs))
+        return (s, alive * (1.0 - done), ret + alive * tr.reward), (tr, alive)
+
+    return jax.lax.scan(jax.checkpoint(body) if remat else body, carry, None, length=steps)
+
+
 def deterministic_returns(env, act_fn: Callable[[jax.Array], jax.Array], reset_keys: jax.Array, horizon: int):
     """Rolls out a deterministic policy from fresh resets for ``horizon`` steps.
 
@@ -39,16 +71,5 @@ def deterministic_returns(env, act_fn: Callable[[jax.Array], jax.Array], reset_k
       that ends inside the horizon contributes its return so far); the
       transitions continue through auto-resets and are all valid data.
     """
-    state = env.reset(reset_keys)
-
-    def body(carry, _):
-        s, alive, ret = carry
-        s, tr, done = env_step(env, s, act_fn(s.obs))
-        ret = ret + alive * tr.reward
-        alive = alive * (1.0 - done)
-        return (s, alive, ret), tr
-
-    b = reset_keys.shape[0]
-    init = (state, jnp.ones((b,), jnp.float32), jnp.zeros((b,), jnp.float32))
-    (_, _, returns), trs = jax.lax.scan(body, init, None, length=horizon)
+    (_, _, returns), (trs, _) = first_episode_steps(env, act_fn, first_episode_start(env, reset_keys), horizon)
     return returns, trs

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mjxmeta import meta, program_cache, students, teachers
+from mjxmeta import meta, pathwise, program_cache, students, teachers
 from mjxmeta.acting import teacher_step
 from mjxmeta.config import Config, point_config, sweep_points, to_dict, validate
 from mjxmeta.distributed import check_seeds, global_array
@@ -208,7 +208,8 @@ class Trainer:
             env_state = join_pool(own, pool)
         mode = "common" if self.config.teacher.estimator == "es" else "antithetic"
         act = functools.partial(teacher_step, self.env, self.student, self.teacher, state.student, state.normalizer,
-                                teacher_hyper=self.read_hyper(state).teacher, uniform=self.warming_up(state))
+                                teacher_hyper=self.read_hyper(state).teacher, uniform=self.warming_up(state),
+                                pathwise=self.pathwise_mode)
 
         def act_alone(params, pool, own, memory, k, eps):
             """One candidate's step on its own envs, drawing from the shared start pool."""
@@ -239,6 +240,12 @@ class Trainer:
         d0, inputs, raw = by_candidate
         return env_state, memory, d0, inputs, raw
 
+    @property
+    def pathwise_mode(self) -> str:
+        """The D0 mode of the ``pathwise`` estimator (``meta.pathwise_dynamics``), "" for the other estimators."""
+        c = self.config
+        return c.meta.pathwise_dynamics if self.teacher.is_meta and c.teacher.estimator == "pathwise" else ""
+
     def look_ahead(self, state: TrainState, d0: Transition, key: jax.Array) -> StudentState:
         """Step 2: pi'_k = DDPG(pi, D0_k) for every candidate k (vmapped); leading axis K.
 
@@ -249,6 +256,7 @@ class Trainer:
         """
         c = self.config
         flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
+        copied = pathwise.floor_second_moment(state.student) if self.pathwise_mode else state.student
         keys = jax.random.split(key, self.K)
         if c.paired:
             keys = jnp.broadcast_to(keys[0], keys.shape)
@@ -258,7 +266,7 @@ class Trainer:
             _, rows = self.replay.sample(state.buffer.replace(key=k))
             return rows, self.replay.size(state.buffer) > 0
 
-        fn = functools.partial(meta.look_ahead, self.student, state.student, state.normalizer,
+        fn = functools.partial(meta.look_ahead, self.student, copied, state.normalizer,
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
                                buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
@@ -268,14 +276,24 @@ class Trainer:
     def returns_and_d1(self, state: TrainState, primes: StudentState, key: jax.Array):
         """Step 3: R-hat(pi), R-hat(pi'_1..K) from common start states, and D1.
 
+        With the ``pathwise`` estimator the same rollouts also give R_grad
+        (:func:`mjxmeta.pathwise.returns_and_objective`), differentiable in ``primes``.
+
         Returns:
-          (returns (K+1,), D1 transitions (K, H, E, ...)).
+          (returns (K+1,), D1 transitions (K, H, E, ...), R_grad (K+1,) or None for the other estimators).
         """
+        m = self.config.meta
         policies = jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), state.student, primes)
-        reset_keys = jax.random.split(key, self.config.meta.return_envs)
-        returns, trs = meta.estimate_returns(self.env, self.student, policies, state.normalizer, reset_keys,
-                                             self.config.meta.return_horizon)
-        return returns, jax.tree.map(lambda x: x[1:], trs)
+        reset_keys = jax.random.split(key, m.return_envs)
+        objective = None
+        if self.pathwise_mode:
+            returns, objective, trs = pathwise.returns_and_objective(
+                self.env, self.student, policies, state.student, state.normalizer, reset_keys, m.return_horizon,
+                m.grad_horizon, self.config.student.gamma)
+        else:
+            returns, trs = meta.estimate_returns(self.env, self.student, policies, state.normalizer, reset_keys,
+                                                 m.return_horizon)
+        return returns, jax.tree.map(lambda x: x[1:], trs), objective
 
     def meta_estimate(self, state: TrainState, k_d0: jax.Array, k_look: jax.Array, k_ret: jax.Array) -> dict:
         """Steps 1-4 and the meta-gradient, without changing ``state``: one estimate g-hat.
@@ -286,29 +304,75 @@ class Trainer:
           = [R-hat(pi), R-hat(pi'_k)], ``env_state``, ``memory``, ``d0``
           (K, T, N, ...), ``d1`` (K, H, E, ...).
         """
+        if self.pathwise_mode:
+            return self.pathwise_estimate(state, k_d0, k_look, k_ret)
         deltas = params_k = None
         if self.config.teacher.estimator == "es":
             deltas = meta.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.K)
             params_k = meta.perturb(state.teacher.params, deltas, self.config.teacher.es_sigma)
         env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0, params_k)  # 1. D0 ~ pi_e
         primes = self.look_ahead(state, d0, k_look)                                     # 2. pi' = DDPG(pi, D0)
-        returns, d1 = self.returns_and_d1(state, primes, k_ret)                         # 3. D1, R-hat(pi'), R-hat(pi)
+        returns, d1, _ = self.returns_and_d1(state, primes, k_ret)                      # 3. D1, R-hat(pi'), R-hat(pi)
         rewards = meta.meta_rewards(returns)                                            # 4. R = R(pi') - R(pi)
         grad, adv, ema = meta.meta_gradient(self.teacher, state.teacher, rewards, inputs, raw, deltas)
         return dict(grad=grad, adv=adv, ema=ema, rewards=rewards, returns=returns, env_state=env_state,
                     memory=memory, d0=d0, d1=d1)
 
+    def pathwise_objective(self, state: TrainState, params, k_d0: jax.Array, k_look: jax.Array, k_ret: jax.Array):
+        """J(theta_e) = 1/K sum_k R_grad(pi'_k) for teacher params ``params``: steps 1-3 with ``state``'s
+        student, buffer and envs (``teacher.estimator = pathwise``; a deterministic function of the keys).
+
+        Returns:
+          (J, a scalar in reward units, (env_state, memory, D0 (K, T, N, ...), D1 (K, H, E, ...),
+           returns (K+1,), R_grad (K+1,))).
+        """
+        st = state.replace(teacher=state.teacher.replace(params=params))
+        env_state, memory, d0, _, _ = self.rollout_d0(st, k_d0)                          # 1. D0, reparameterized
+        primes = self.look_ahead(state, d0, k_look)                                         # 2. pi' = DDPG(pi, D0)
+        returns, d1, obj = self.returns_and_d1(state, primes, k_ret)                        # 3. R-hat, D1, R_grad
+        return jnp.mean(obj[1:]), (env_state, memory, d0, d1, returns, obj)
+
+    def pathwise_estimate(self, state: TrainState, k_d0: jax.Array, k_look: jax.Array, k_ret: jax.Array) -> dict:
+        """:meth:`meta_estimate` with ``teacher.estimator = pathwise``: steps 1-3 as one function of theta_e,
+        differentiated (:mod:`mjxmeta.pathwise`); the same D0, pi', R-hat and D1 as its forward pass.
+
+        Returns:
+          :meth:`meta_estimate`'s dict, ``grad`` = grad_theta 1/K sum_k R_grad(pi'_k), ``adv`` = R_k - mean R
+          (diagnostics only), plus ``objective`` (K+1,) = [R_grad(pi), R_grad(pi'_k)].
+        """
+        objective = functools.partial(self.pathwise_objective, state, k_d0=k_d0, k_look=k_look, k_ret=k_ret)
+        grad, aux = jax.grad(objective, has_aux=True)(state.teacher.params)
+        env_state, memory, d0, d1, returns, obj = jax.lax.stop_gradient(aux)
+        rewards = meta.meta_rewards(returns)                                            # 4. R = R(pi') - R(pi)
+        _, ema = meta.advantages(rewards, state.teacher.baseline, self.config.teacher.baseline,
+                                 self.config.teacher.ema_decay)
+        return dict(grad=grad, adv=rewards - jnp.mean(rewards), ema=ema, rewards=rewards, returns=returns,
+                    env_state=env_state, memory=memory, d0=d0, d1=d1, objective=obj)
+
     def teacher_update(self, state: TrainState, est: dict):
         """Step 5: one Adam ascent step along ``est['grad']`` and the diagnostics.
+
+        With the ``pathwise`` estimator a gradient with a non-finite entry is never applied: the teacher
+        (params and Adam state) stays as it is, the diagnostics see a zero gradient, and the metric
+        ``teacher_grad_skipped`` is 1 (its chunk mean is the fraction of skipped meta-steps). REINFORCE
+        and ES keep their program unchanged (``teacher_grad_skipped`` = 0); a non-finite teacher there
+        stops the run at the host's check after the chunk (:mod:`mjxmeta.run`).
 
         Returns:
           (TeacherState, GradientDiagnostics, diagnostic metrics).
         """
         t = state.teacher
         lr = self.read_hyper(state).teacher.lr
-        new = meta.teacher_step(self.teacher, t, est["grad"], lr).replace(baseline=est["ema"])
-        diag, metrics = meta.diagnose(self.teacher, state.meta_diag, t.params, new.params, est["grad"],
+        if self.pathwise_mode:
+            grad, finite = meta.finite_or_zero(est["grad"])
+            new = meta.teacher_step(self.teacher, t, grad, lr)
+            new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, t).replace(baseline=est["ema"])
+        else:  # the REINFORCE/ES program as before (the select changes XLA's fusion: last-bit differences)
+            grad, finite = est["grad"], jnp.asarray(True)
+            new = meta.teacher_step(self.teacher, t, grad, lr).replace(baseline=est["ema"])
+        diag, metrics = meta.diagnose(self.teacher, state.meta_diag, t.params, new.params, grad,
                                       est["rewards"], est["adv"])
+        metrics["teacher_grad_skipped"] = 1.0 - finite.astype(jnp.float32)
         return new, diag, metrics
 
     def insert(self, state: TrainState, *batches: Transition) -> TrainState:
@@ -388,7 +452,8 @@ class Trainer:
             state = self.insert(state, d0)
             teacher = self.unless(warm, state.teacher,                               # param_noise: sigma_p
                                   self.adapt_teacher(state, jax.random.fold_in(k_vis, 1)))
-            metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), **meta.zero_diagnostic_metrics())
+            metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), teacher_grad_skipped=jnp.zeros(()),
+                           **meta.zero_diagnostic_metrics())
         teacher = teacher.replace(memory=memory)
         state = state.replace(teacher=teacher, env_state=env_state, key=key,
                               visits=self.record_visits(state, d0, k_vis))

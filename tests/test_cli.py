@@ -21,8 +21,9 @@ import dataclasses
 import mjxmeta.cli
 import mjxmeta.trainer
 from mjxmeta.cli import FLAGS, build_parser, config_from_args, main
-from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, STUDENT_NAMES, TD3_ONLY_FIELDS, Config, ConfigError,
-                            MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset, to_dict)
+from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, PATHWISE_ONLY_FIELDS, STUDENT_NAMES, TD3_ONLY_FIELDS,
+                            Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset,
+                            to_dict)
 
 # A tiny meta run: K=2, T=50, H=50, E=1 -> 2*50 + 50*3 = 250 env steps per
 # iteration; 2000 steps -> 8 iterations -> 4 chunks of 2 = 4 log points (500, 1000, 1500, 2000 env steps).
@@ -220,7 +221,9 @@ def _other_value(flag):
     """A valid value different from the field's default."""
     # meta.candidates: an even K (the "other" --paired and --teacher-estimator es need one); env: an MJX env (the
     # other integrator, rk4, is refused for the pure-JAX ones)
+    # teacher.estimator: es (pathwise needs a pure-JAX env and refuses meta_state; the all-flags test sets it)
     special = {"checkpoint_every": 110, "teacher.name": "meta_state", "env": "hopper", "meta.candidates": 4,
+               "teacher.estimator": "es",
                "teacher.param_noise_alpha": 1.02,  # must stay > 1
                "sweep": (("student.tau", (0.005, 0.02)), ("student.actor_lr", (1e-4, 3e-4)))}
     if flag.field in special:
@@ -268,15 +271,18 @@ def test_each_flag_round_trips_to_its_field(field):
     value = _other_value(flag)
     assert value != flag.default or flag.choices == (flag.default,)
     student = []
-    if field in TD3_ONLY_FIELDS:  # refused for the default student (it would do nothing); read by td3
+    # refused for the default student / estimator (they would do nothing); read by td3 / pathwise
+    needs = {**{f: {"student.name": "td3"} for f in TD3_ONLY_FIELDS},
+             **{f: {"teacher.estimator": "pathwise", "env": "pendulum"} for f in PATHWISE_ONLY_FIELDS}}.get(field, {})
+    if needs:
         with pytest.raises(ConfigError) as e:
             config_from_args(build_parser().parse_args(["train", *_argv(flag, value)]))
         assert e.value.field == field
-        student = ["--student", "td3"]
+        student = [x for f, v in needs.items() for x in _argv(FLAGS[f], v)]
     config = config_from_args(build_parser().parse_args(["train", *_argv(flag, value), *student]))
     assert _get(config, field) == value and type(_get(config, field)) is type(value)
     for other in FLAGS.values():
-        if other.field != field and not (student and other.field == "student.name"):
+        if other.field != field and other.field not in needs:
             brax = other.field == "teacher.name" and config.student.name in BRAX_STUDENTS  # sac/ppo: no teacher
             assert _get(config, other.field) == (BRAX_TEACHER if brax else other.default), other.field
 
@@ -284,6 +290,8 @@ def test_each_flag_round_trips_to_its_field(field):
 def test_all_flags_at_once_round_trip_and_resume_keeps_unflagged_fields():
     values = {f.field: _other_value(f) for f in FLAGS.values()}
     values["student.name"] = [n for n in STUDENT_NAMES if n not in BRAX_STUDENTS][-1]  # sac/ppo refuse meta flags
+    values["teacher.estimator"], values["teacher.name"] = "pathwise", "meta"  # the pathwise fields need both
+    values["env"], values["integrator"] = "pendulum", "euler"  # pathwise needs a pure-JAX env: Euler only
     argv = ["train"] + [x for f in FLAGS.values() for x in _argv(f, values[f.field])]
     config = config_from_args(build_parser().parse_args(argv))
     assert {k: _get(config, k) for k in values} == values

@@ -211,6 +211,13 @@ def toy_run(init_std: float, estimator: str, iterations: int = TOY_ITERATIONS):
     def step(state, key):
         k_pert, k_eps = jax.random.split(key)
         deltas = None
+        if estimator == "pathwise":  # a = sigma eps with eps fixed: differentiate R itself (mjxmeta.pathwise)
+            eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "independent")
+            sample = lambda p: teacher.sample(p, jnp.zeros((1, 1)), k_eps, inputs, eps)[0]  # noqa: E731
+            grad = jax.grad(lambda p: jnp.mean(toy_meta_reward(sample(p))))(state.params)
+            grad, _ = meta.finite_or_zero(grad)
+            state = meta.teacher_step(teacher, state, grad)
+            return state, teacher.log_std(state.params)[0]
         if estimator == "es":
             deltas = meta.perturbations(k_pert, state.params, k)
             eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "common")
@@ -246,6 +253,25 @@ def test_toy_sigma_moves_toward_the_known_optimum_from_both_sides(estimator):
         # ... and the path goes the right way: the last third is closer than the first third.
         thirds = np.array_split(np.abs(log_std - target), 3)
         assert thirds[2].mean() < thirds[0].mean()
+
+
+def iterations_to_halve(log_std: np.ndarray, s0: float) -> int:
+    """First meta-step after which |log sigma - log sigma*| stays below half its start value (len if never)."""
+    far = np.abs(log_std - math.log(SIGMA_STAR)) >= 0.5 * abs(math.log(s0) - math.log(SIGMA_STAR))
+    return int(np.nonzero(far)[0][-1] + 1) if far.any() else 0
+
+
+def test_toy_pathwise_reaches_the_optimum_in_fewer_env_steps_than_reinforce():
+    """The pathwise gradient of the same toy (a = sigma eps, eps held fixed) moves sigma toward sigma*
+    from both sides, and gets there in fewer meta-steps, hence env steps (K T per meta-step, the same
+    for both), than REINFORCE with the same K, lr and bound."""
+    steps_per_iteration = MetaConfig().candidates * TOY_T
+    for s0, log_std in toy_runs("pathwise").items():
+        target = math.log(SIGMA_STAR)
+        assert abs(float(np.mean(log_std[-100:])) - target) < 0.5 * abs(math.log(s0) - target)
+        pathwise = iterations_to_halve(log_std, s0) * steps_per_iteration
+        reinforce = iterations_to_halve(toy_runs(TeacherConfig().estimator)[s0], s0) * steps_per_iteration
+        assert pathwise < reinforce, (s0, pathwise, reinforce)
 
 
 # --------------------------------------------------------------------------- in the trainer (pendulum, tiny)

@@ -1,5 +1,6 @@
 """The new teachers in the fused trainer: their state (params, per-episode memory) lives in the
 TrainState, so a checkpoint restores it bit for bit and the run continues as if uninterrupted.
+Also the pathwise estimator with the TD3 student (``meta``, ``teacher.estimator = pathwise``).
 """
 
 from __future__ import annotations
@@ -17,17 +18,18 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-@pytest.mark.parametrize("name", ["pink", "meta_latent", "param_noise"])
-def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, tmp_path):
+@pytest.mark.parametrize("name, estimator, student", [("pink", "reinforce", "ddpg"), ("meta_latent", "reinforce", "ddpg"),
+                                                      ("param_noise", "reinforce", "ddpg"), ("meta", "pathwise", "td3")])
+def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, estimator, student, tmp_path):
     c = Config(env="pendulum", episode_length=30, seeds=2, num_envs=2, rollout_steps=20, log_every=2,
                total_steps=100_000, visit_samples=0,
-               student=StudentConfig(hidden=(8,), batch_size=8, buffer_size=2000, updates_per_iteration=2),
-               teacher=TeacherConfig(name=name, hidden=(8,)),
-               meta=MetaConfig(return_horizon=20, lookahead_updates=2))
+               student=StudentConfig(name=student, hidden=(8,), batch_size=8, buffer_size=2000, updates_per_iteration=2),
+               teacher=TeacherConfig(name=name, hidden=(8,), estimator=estimator),
+               meta=MetaConfig(return_horizon=20, lookahead_updates=2, grad_horizon=5))
     tr = Trainer(c)
     s0 = tr.init_seeds(tr.seed_keys())
     teacher0 = jax.tree.map(np.asarray, s0.teacher)  # run_chunk donates its input
-    s1, _ = tr.run_chunk(s0)
+    s1, m1 = tr.run_chunk(s0)
     ckpt = Checkpointer(tmp_path)
     ckpt.save(2, s1, {"iteration": 2})
     ckpt.wait()
@@ -40,9 +42,13 @@ def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, tmp_path)
     resumed, m_b = tr.run_chunk(restored)
     assert all(np.array_equal(x, y) for x, y in zip(leaves((straight, m_a)), leaves((resumed, m_b))))
     # the teacher's own state is in there and moves
-    mem0, mem2 = leaves(teacher0.memory), leaves(straight.teacher.memory)
-    assert any(not np.array_equal(x, y) for x, y in zip(mem0, mem2))
+    if name != "meta":  # meta's memory is a placeholder of zeros
+        mem0, mem2 = leaves(teacher0.memory), leaves(straight.teacher.memory)
+        assert any(not np.array_equal(x, y) for x, y in zip(mem0, mem2))
     assert all(np.isfinite(x).all() for x in leaves(straight.teacher) if x.dtype.kind == "f")
+    if estimator == "pathwise":  # the pathwise teacher learns: every parameter moves, no step was skipped
+        assert np.all(np.asarray(m1["teacher_grad_skipped"]) == 0) and np.all(np.asarray(m_a["teacher_grad_skipped"]) == 0)
+        assert all(not np.array_equal(x, y) for x, y in zip(leaves(teacher0.params), leaves(straight.teacher.params)))
     if name == "param_noise":  # 4 iterations: sigma_p times 1.01^k, k in {-4, -2, 0, 2, 4}
         log_p0, log_p4 = np.asarray(teacher0.params["log_std"]), np.asarray(straight.teacher.params["log_std"])
         k = (log_p4 - log_p0) / np.log(1.01)

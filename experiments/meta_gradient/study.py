@@ -16,13 +16,18 @@ skipped, so a stopped run loses at most the setting in progress):
   snr          SNR = ||E g||^2 / E||g - E g||^2 of the log-sigma meta-gradient at
                sigma = 0.2 per estimator setting; env steps per estimate
                K*N*T + E*H*(K+1); SNR per 1k env steps = SNR * 1000 / steps
-               (averaging m independent estimates multiplies the SNR by m).
+               (averaging m independent estimates multiplies the SNR by m); also the
+               share of non-finite draws (left out of the SNR) and quantiles of |g|.
+  cost         compile seconds, XLA memory, peak RSS and env steps/s of one training
+               iteration per setting, timed interleaved in one process (issue 18).
   plot         ``sigma.png`` and ``snr.png`` from the JSONs, and ``table.md``.
 
 Usage (from the repository root):
   PYTHONPATH=$PWD python experiments/meta_gradient/study.py checkpoints --env pendulum
   PYTHONPATH=$PWD python experiments/meta_gradient/study.py sigma --env pendulum --at 30k --draws 256
   PYTHONPATH=$PWD python experiments/meta_gradient/study.py snr --env pendulum --at 30k --draws 256
+  PYTHONPATH=$PWD python experiments/meta_gradient/study.py cost --env pendulum --at 30k \
+      --settings K2_E1_loo K2_E1_pathwise_H10 K2_E1_pathwise_H50 K2_E1_pathwise_H200
   PYTHONPATH=$PWD python experiments/meta_gradient/study.py plot
 """
 
@@ -80,7 +85,16 @@ ESTIMATORS = {
     "K2_E1_es": (dict(candidates=2, return_envs=1), dict(estimator="es")),
     "K8_E1_es": (dict(candidates=8, return_envs=1), dict(estimator="es")),
     "K2_E4_es": (dict(candidates=2, return_envs=4), dict(estimator="es")),
+    # issue 18: the pathwise gradient of the critic-closed H_grad-step return (no extra env steps; K just averages)
+    "K2_E1_pathwise_H10": (dict(candidates=2, return_envs=1, grad_horizon=10), dict(estimator="pathwise")),
+    "K2_E1_pathwise_H50": (dict(candidates=2, return_envs=1, grad_horizon=50), dict(estimator="pathwise")),
+    "K2_E1_pathwise_H200": (dict(candidates=2, return_envs=1, grad_horizon=200), dict(estimator="pathwise")),
+    "K1_E1_pathwise_H10": (dict(candidates=1, return_envs=1, grad_horizon=10), dict(estimator="pathwise",
+                                                                                   baseline="none")),
+    "K2_E1_pathwise_H10_full": (dict(candidates=2, return_envs=1, grad_horizon=10, pathwise_dynamics="full"),
+                                dict(estimator="pathwise")),
 }
+QUANTILES = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
 
 def uptime() -> str:
@@ -88,6 +102,19 @@ def uptime() -> str:
         return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         return "n/a"
+
+
+def loadavg() -> str:
+    try:
+        return Path("/proc/loadavg").read_text().strip()
+    except OSError:
+        return "n/a"
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata
+
+    return {p: importlib.metadata.version(p) for p in ("jax", "jaxlib", "optax", "flax", "brax", "mujoco-mjx")}
 
 
 def run_dir(env: str) -> Path:
@@ -281,11 +308,16 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
         t0 = time.time()
         fn, tr = draw_fn(cfg, state, baseline)
         g_all, g, rewards, returns = run_draws(fn, tr, draws, np.full(draws, math.log(sigma)), seed=2)
+        compile_and_run_s = round(time.time() - t0, 1)
+        finite = np.all(np.isfinite(g_all), axis=1)  # a non-finite draw would be skipped by the trainer
+        g_all, g, rewards, returns = g_all[finite], g[finite], rewards[finite], returns[finite]
         value, agree = snr(g)
         value_all, _ = snr(g_all)
+        norms = dict(log_std_abs=np.quantile(np.abs(g).max(axis=1), QUANTILES).tolist(),
+                     all_params=np.quantile(np.linalg.norm(g_all, axis=1), QUANTILES).tolist())
         # bootstrap CI of the SNR over draws
         rng = np.random.default_rng(0)
-        boots = [snr(g[rng.integers(0, draws, draws)])[0] for _ in range(500)]
+        boots = [snr(g[rng.integers(0, len(g), len(g))])[0] for _ in range(500)]
         cost = cfg.num_candidates * cfg.d0_size + cfg.meta.return_envs * cfg.meta.return_horizon * (cfg.num_candidates + 1)
         write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], teacher=teacher, design=design, setting=name,
                          snr_all_params=value_all, n_params=int(g_all.shape[1]),
@@ -300,9 +332,72 @@ def stage_snr(env: str, at: str, draws: int, design: str, settings, teacher: str
                          sign_agreement=agree, grad_mean=float(g.mean()), grad_sd=float(g.std(ddof=1)),
                          env_steps_per_estimate=cost, snr_per_1k_steps=value * 1000 / cost,
                          meta_reward_mean=float(rewards.mean()), meta_reward_sd=float(rewards.std()),
-                         wall_s=round(time.time() - t0, 1), uptime=uptime()))
+                         nonfinite_fraction=float(1.0 - finite.mean()), grad_norm_quantiles=dict(q=QUANTILES, **norms),
+                         grad_horizon=cfg.meta.grad_horizon if teacher_kw.get("estimator") == "pathwise" else None,
+                         pathwise_dynamics=cfg.meta.pathwise_dynamics if teacher_kw.get("estimator") == "pathwise" else None,
+                         wall_s=round(time.time() - t0, 1), compile_and_draws_s=compile_and_run_s,
+                         versions=versions(), loadavg=loadavg(), uptime=uptime()))
         print(name, f"snr={value:.4f} all={value_all:.4f} agree={agree:.2f} cost={cost} "
               f"per1k={value * 1000 / cost:.4f}", flush=True)
+
+
+# ------------------------------------------------------------------------------------------- cost
+def stage_cost(env: str, at: str, settings, reps: int, design: str = "mixed0.25_u50") -> None:
+    """Compile seconds, XLA memory, process peak RSS and env steps/s of one whole training iteration
+    (``Trainer.iteration``, one seed, from the checkpoint) per estimator setting, the settings' timed
+    repetitions interleaved (A B C A B C ...) so that machine load hits all alike; ratios against the
+    first setting (REINFORCE K = 2, LOO)."""
+    import resource
+
+    import jax
+
+    from mjxmeta import meta
+    from mjxmeta.trainer import Trainer
+
+    config, base_state, record = load(env, at)
+    label = student_label(env)
+    at_l = f"{at}-{label}" if label else at
+    path = RESULTS / "cost" / f"{env}_{at_l}_{design}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    runs = {}
+    for name in settings:
+        meta_kw, teacher_kw = ESTIMATORS[name]
+        cfg = study_config(config, dict(DESIGNS[design], **meta_kw), teacher_kw)
+        tr = Trainer(cfg)
+        teacher = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
+        state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(jax.random.PRNGKey(1),
+                                                                                                 tr.K * tr.N)),
+                                   meta_diag=meta.init_diagnostics(tr.teacher, teacher.params))
+        t0 = time.time()
+        compiled = jax.jit(tr.iteration).lower(state).compile()
+        compile_s = time.time() - t0
+        mem = compiled.memory_analysis()
+        jax.block_until_ready(compiled(state))  # warm
+        runs[name] = dict(fn=compiled, state=state, steps=cfg.steps_per_iteration, compile_s=round(compile_s, 1),
+                          xla_temp_mb=round(mem.temp_size_in_bytes / 2**20, 2) if mem else None,
+                          xla_argument_mb=round(mem.argument_size_in_bytes / 2**20, 2) if mem else None,
+                          maxrss_mb_after_compile=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                          times=[])
+        print(name, "compiled in", runs[name]["compile_s"], "s", flush=True)
+    for _ in range(reps):
+        for name, r in runs.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(r["fn"](r["state"]))
+            r["times"].append(time.perf_counter() - t0)
+    ref = settings[0]
+    ref_s = float(np.median(runs[ref]["times"]))
+    out = {}
+    for name, r in runs.items():
+        med = float(np.median(r["times"]))
+        out[name] = dict({k: v for k, v in r.items() if k not in ("fn", "state")}, median_s=med,
+                         env_steps_per_s=r["steps"] / med, cost_ratio_vs_first=med / ref_s,
+                         times=[round(t, 4) for t in r["times"]])
+    write(path, dict(env=env, at=at_l, env_steps=record["env_steps"], design=design, reference=ref, reps=reps,
+                     settings=out, command=" ".join(sys.argv), versions=versions(), loadavg=loadavg(), uptime=uptime()))
+    for name, d in out.items():
+        print(f"{name}: compile {d['compile_s']} s, {d['median_s'] * 1e3:.0f} ms/iteration, "
+              f"{d['env_steps_per_s']:.0f} env steps/s, x{d['cost_ratio_vs_first']:.2f}, XLA temp {d['xla_temp_mb']} MB",
+              flush=True)
 
 
 # ------------------------------------------------------------------------------------------- plot
@@ -389,7 +484,7 @@ def stage_plot() -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("stage", choices=("checkpoints", "sigma", "snr", "plot"))
+    ap.add_argument("stage", choices=("checkpoints", "sigma", "snr", "cost", "plot"))
     ap.add_argument("--env", default="pendulum")
     ap.add_argument("--at", default="30k", choices=tuple(AT))
     ap.add_argument("--draws", type=int, default=256)
@@ -397,6 +492,7 @@ def main(argv=None) -> int:
     ap.add_argument("--design", default="mixed0.25_u50", choices=list(DESIGNS), help="look-ahead of the snr stage")
     ap.add_argument("--settings", nargs="+", default=list(ESTIMATORS), choices=list(ESTIMATORS))
     ap.add_argument("--horizon", type=int, default=200, help="H of R-hat in the snr stage")
+    ap.add_argument("--reps", type=int, default=10, help="cost: timed iterations per setting (interleaved)")
     ap.add_argument("--label", default="", help="checkpoints: label of a student trained again (see student_label)")
     ap.add_argument("--teacher", default="meta_variance", choices=("meta_variance", "meta"),
                     help="teacher of the snr stage (meta: also the SNR of the whole gradient)")
@@ -408,6 +504,8 @@ def main(argv=None) -> int:
         stage_sigma(a.env, a.at, a.draws, a.designs)
     elif a.stage == "snr":
         stage_snr(a.env, a.at, a.draws, a.design, a.settings, a.teacher, horizon=a.horizon)
+    elif a.stage == "cost":
+        stage_cost(a.env, a.at, a.settings, a.reps, a.design)
     else:
         stage_plot()
     return 0

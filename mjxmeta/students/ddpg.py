@@ -144,8 +144,13 @@ class DDPG:
         return batch.reward + self.config.gamma * (1.0 - batch.terminated) * next_q
 
     def critic_loss(self, critic: Params, state: DDPGState, norm, batch: Transition):
-        """Mean squared TD error plus L2 on hidden kernels; returns (loss, q mean)."""
-        y = jax.lax.stop_gradient(self.critic_target(state, norm, batch))
+        """Mean squared TD error plus L2 on hidden kernels; returns (loss, q mean).
+
+        The target y reads the target networks and the batch, not ``critic``, so it needs no
+        stop-gradient for this loss's gradient; leaving it out lets a meta-gradient through the update
+        (``teacher.estimator = pathwise``) see how the batch's r and s' move the critic.
+        """
+        y = self.critic_target(state, norm, batch)
         q = self.q_value(critic, norm, batch.obs, batch.action)
         loss = jnp.mean(jnp.square(q - y))
         if self.config.critic_l2 > 0:

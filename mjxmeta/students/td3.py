@@ -133,8 +133,12 @@ class TD3(DDPG):
 
     def critic_loss(self, critic: Params, state: TD3State, norm, batch: Transition, y: jax.Array | None = None):
         """Sum over the N critics of the mean squared error to ``y`` (None = the noise-free target), plus L2 on
-        all critics' hidden kernels; returns (loss, mean Q_1(s, a))."""
-        y = jax.lax.stop_gradient(self.critic_target(state, norm, batch) if y is None else y)
+        all critics' hidden kernels; returns (loss, mean Q_1(s, a)).
+
+        y does not depend on ``critic``: no stop-gradient, so that a meta-gradient through the update
+        (``teacher.estimator = pathwise``) sees the batch's r and s' (as :meth:`DDPG.critic_loss`).
+        """
+        y = self.critic_target(state, norm, batch) if y is None else y
         q = self.twin_q(critic, norm, batch.obs, batch.action)
         loss = jnp.sum(jnp.mean(jnp.square(q - y), axis=-1))
         if self.config.critic_l2 > 0:

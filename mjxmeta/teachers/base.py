@@ -231,6 +231,15 @@ class Teacher:
         """Mean of pi_e given teacher inputs (…, input_size) -> (…, A); here mu(s), held fixed (stop-gradient)."""
         return jax.lax.stop_gradient(inputs)
 
+    def held_action(self, inputs: jax.Array) -> jax.Array | None:
+        """The part of :meth:`mean` that is the student's mu(s) held fixed (stop-gradient): (…, A), or None.
+
+        The ``pathwise`` estimator's ``full`` mode adds ``h - stop_gradient(h)`` (zero in value) to the
+        action so that the gradient through s_t also reaches mu(s_t) (:mod:`mjxmeta.pathwise`). Here
+        the whole mean.
+        """
+        return inputs
+
     def sample(self, params, memory, key: jax.Array, inputs: jax.Array, eps: jax.Array | None = None,
                hyper: TeacherHyper | None = None):
         """Draws the unclipped action mean(u) + sigma eps.

@@ -68,6 +68,10 @@ class NetTeacher(Teacher):
         mu = jax.lax.stop_gradient(self.student_action(inputs))
         return mu + self.net.apply(params["net"], self.net_input(inputs))
 
+    def held_action(self, inputs: jax.Array) -> jax.Array | None:
+        """mu(s) when residual (the fixed part of the mean), else None (f reads only the net input)."""
+        return self.student_action(inputs) if self.residual else None
+
 
 class Meta(NetTeacher):
     """``meta``: u = s ([s, mu(s)] when residual); f / g reads s."""
