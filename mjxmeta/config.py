@@ -686,7 +686,7 @@ def validate(config: Config) -> Config:
     _choice("student.name", s.name, STUDENT_NAMES)
     _widths("student.hidden", s.hidden)
     _bool("student.layer_norm", s.layer_norm)
-    _int("student.action_layer", s.action_layer, 0, len(s.hidden) if isinstance(s.hidden, tuple) else 0)
+    _int("student.action_layer", s.action_layer, 0, len(s.hidden))  # hidden: a tuple, checked above
     _float("student.output_init", s.output_init, 0.0, 10.0)
     _float("student.actor_lr", s.actor_lr, 0.0, 1e3, lo_open=True)
     _float("student.critic_lr", s.critic_lr, 0.0, 1e3, lo_open=True)

@@ -366,7 +366,7 @@ class Trainer:
         if self.pathwise_mode:
             grad, finite = meta.finite_or_zero(est["grad"])
             new = meta.teacher_step(self.teacher, t, grad, lr)
-            new = jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, t).replace(baseline=est["ema"])
+            new = self.keep_where(jnp.logical_not(finite), t, new).replace(baseline=est["ema"])
         else:  # the REINFORCE/ES program as before (the select changes XLA's fusion: last-bit differences)
             grad, finite = est["grad"], jnp.asarray(True)
             new = meta.teacher_step(self.teacher, t, grad, lr).replace(baseline=est["ema"])
@@ -429,11 +429,12 @@ class Trainer:
         return state.env_steps < self.config.learning_starts
 
     @staticmethod
-    def unless(warm: jax.Array | None, old, new):
-        """``old`` where ``warm`` (no update during the warm-up), else ``new``; ``new`` itself without a warm-up."""
-        if warm is None:
+    def keep_where(keep: jax.Array | None, old, new):
+        """Pytree ``old`` where the bool scalar ``keep`` holds (an update not to apply), else ``new``; ``new``
+        itself when ``keep`` is None (no select in the program)."""
+        if keep is None:
             return new
-        return jax.tree.map(lambda a, b: jnp.where(warm, a, b), old, new)
+        return jax.tree.map(lambda a, b: jnp.where(keep, a, b), old, new)
 
     def iteration(self, state: TrainState):
         """One pass of Algorithm 1. Returns (state, metrics of scalars)."""
@@ -444,13 +445,13 @@ class Trainer:
             est = self.meta_estimate(state, k_d0, k_look, k_ret)                     # 1-4. D0, pi', D1, R
             env_state, memory, d0 = est["env_state"], est["memory"], est["d0"]
             teacher, diag, diag_metrics = self.teacher_update(state, est)            # 5. teacher step (eq. 2)
-            teacher, diag = self.unless(warm, (state.teacher, state.meta_diag), (teacher, diag))
+            teacher, diag = self.keep_where(warm, (state.teacher, state.meta_diag), (teacher, diag))
             state = self.insert(state, d0, est["d1"]).replace(meta_diag=diag)        # 6. B <- B u D0 u D1
             metrics.update(meta_reward=jnp.mean(est["rewards"]), return_pi=est["returns"][0], **diag_metrics)
         else:
             env_state, memory, d0, _, _ = self.rollout_d0(state, k_d0)               # 1. D0 ~ pi_e
             state = self.insert(state, d0)
-            teacher = self.unless(warm, state.teacher,                               # param_noise: sigma_p
+            teacher = self.keep_where(warm, state.teacher,                           # param_noise: sigma_p
                                   self.adapt_teacher(state, jax.random.fold_in(k_vis, 1)))
             metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), teacher_grad_skipped=jnp.zeros(()),
                            **meta.zero_diagnostic_metrics())
@@ -458,7 +459,7 @@ class Trainer:
         state = state.replace(teacher=teacher, env_state=env_state, key=key,
                               visits=self.record_visits(state, d0, k_vis))
         updated, update_metrics = self.student_update(state)                         # 7. pi <- DDPG(pi, B)
-        state = state.replace(student=self.unless(warm, state.student, updated.student), buffer=updated.buffer)
+        state = state.replace(student=self.keep_where(warm, state.student, updated.student), buffer=updated.buffer)
         state = state.replace(iteration=state.iteration + 1,
                               env_steps=state.env_steps + self.config.steps_per_iteration)
         metrics.update(update_metrics)

@@ -77,8 +77,9 @@ CANDIDATES: dict[str, list[str]] = {
     # candidates from the field for a student that holds (issue 17, item 2), screened with the gaussian teacher
     "gaussian_redq": ["--teacher", "gaussian", "--student", "td3", "--critics", "10", "--critic-subset", "2",
                       "--policy-delay", "1", "--policy-noise", "0"],  # REDQ's ensemble at the student's UTD
-    "gaussian_td3_b256": ["--teacher", "gaussian", "--student", "td3", "--batch-size", "256"],  # refused: > 100
-    "td3_b256": ["--student", "td3", "--batch-size", "256"],  # TD3, LayerNorm critics, batch 256, meta teacher
+    # TD3, LayerNorm critics, batch 256, meta teacher (the gaussian teacher's 100 transitions per iteration refuse
+    # a batch of 256)
+    "td3_b256": ["--student", "td3", "--batch-size", "256"],
     "gaussian_lr_decay0.1": ["--teacher", "gaussian", "--lr-decay", "0.1"],  # learning rates fall to 0.1x by 50k
     # SBX's networks: the action at the critic's input and Flax's default output-layer init (with SBX's other
     # settings and warm-up), and each of the two alone

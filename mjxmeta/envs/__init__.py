@@ -27,15 +27,9 @@ import jax.numpy as jnp
 from brax.envs.base import Env, State, Wrapper
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper
 
-from mjxmeta.config import ENV_NAMES, INTEGRATORS, PLAYGROUND_ENVS, default_episode_length
+from mjxmeta.config import ENV_NAMES, INTEGRATORS, MJX_ENVS, PLAYGROUND_ENVS, default_episode_length
 
-BRAX_NAMES = {
-    "inverted_pendulum": "inverted_pendulum",
-    "inverted_double_pendulum": "inverted_double_pendulum",
-    "reacher": "reacher",
-    "hopper": "hopper",
-    "halfcheetah": "halfcheetah",
-}
+BRAX_NAMES = {name: name for name in MJX_ENVS}  # our name -> Brax's registry name (the same today)
 
 
 def strong(tree):
@@ -181,13 +175,16 @@ def make_base(name: str, backend: str = "mjx", integrator: str = "euler") -> Env
     ``integrator="RK4"``); the time step and frames per step stay.
 
     Raises:
-      ValueError: if ``name`` is not one of :data:`mjxmeta.config.ENV_NAMES`, or
-        ``integrator`` is not ``euler`` for an env outside :data:`mjxmeta.config.MJX_ENVS`.
+      ValueError: if ``name`` is not one of :data:`mjxmeta.config.ENV_NAMES`, ``integrator``
+        not one of :data:`mjxmeta.config.INTEGRATORS`, or not ``euler`` for an env outside
+        :data:`mjxmeta.config.MJX_ENVS`.
       ImportError: for a :data:`mjxmeta.config.PLAYGROUND_ENVS` name without the extra
         ``mjxmeta[playground]`` installed.
     """
-    if integrator != "euler" and name not in BRAX_NAMES:
-        raise ValueError(f"integrator {integrator!r} applies only to the MJX envs {tuple(BRAX_NAMES)}, not {name!r}")
+    if integrator not in INTEGRATORS:
+        raise ValueError(f"unknown integrator {integrator!r}: valid are {INTEGRATORS}")
+    if integrator != "euler" and name not in MJX_ENVS:
+        raise ValueError(f"integrator {integrator!r} applies only to the MJX envs {MJX_ENVS}, not {name!r}")
     if name == "pendulum":
         from mjxmeta.envs.pendulum import Pendulum
         env = Pendulum()
@@ -204,8 +201,6 @@ def make_base(name: str, backend: str = "mjx", integrator: str = "euler") -> Env
         if integrator == "rk4":
             from mujoco import mjx
             env.sys = env.sys.tree_replace({"opt.integrator": mjx.IntegratorType.RK4})
-        elif integrator != "euler":
-            raise ValueError(f"unknown integrator {integrator!r}: valid are {INTEGRATORS}")
         return env
     raise ValueError(f"unknown env {name!r}: valid names are {ENV_NAMES}")
 
