@@ -19,9 +19,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from mjxmeta.checkpoint import CHECKPOINTS, Checkpointer
-from mjxmeta.config import Config, TeacherConfig, student_preset
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.runs.checkpoint import CHECKPOINTS, Checkpointer
+from mjxmeta.algo.config import Config, TeacherConfig, student_preset
+from mjxmeta.algo.trainer import Trainer
 
 
 def dir_bytes(path: Path) -> int:
@@ -42,10 +43,10 @@ def main() -> None:
                     student=student_preset("baselines2017", buffer_size=a.buffer_size))
     trainer = Trainer(config)
     t0 = time.perf_counter()
-    state = jax.block_until_ready(trainer.init_seeds(trainer.seed_keys()))
+    state = jax.block_until_ready(programs_of(trainer).init_seeds(trainer.seed_keys()))
     t_init = time.perf_counter() - t0
     for _ in range(a.chunks):
-        state, _ = trainer.run_chunk(state)
+        state, _ = programs_of(trainer).run_chunk(state)
     if a.fill:
         data = state.buffer.data
         noise = jax.random.normal(jax.random.PRNGKey(1), data.experience.shape, data.experience.dtype)
@@ -61,7 +62,7 @@ def main() -> None:
         t_total = time.perf_counter() - t0
         disk = dir_bytes(Path(d) / CHECKPOINTS)
         t0 = time.perf_counter()
-        restored, _ = ckpt.restore(trainer.abstract_state())
+        restored, _ = ckpt.restore(programs_of(trainer).abstract_state())
         jax.block_until_ready(restored)
         t_restore = time.perf_counter() - t0
         same = all(np.array_equal(np.asarray(x), np.asarray(y))

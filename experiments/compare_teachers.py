@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from mjxmeta.cli import build_parser, config_from_args, train
-from mjxmeta.config import TEACHER_NAMES
-from mjxmeta.run import METRICS
-from mjxmeta.rundir import claim_fresh
+from mjxmeta.algo.config import TEACHER_NAMES
+from mjxmeta.runs.loop import METRICS
+from mjxmeta.runs.layout import claim_fresh
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ evaluation returns per seed and mean ± sd. ``--resume RUN`` continues a run.
 
 Several processes (hosts): ``--distributed`` (a launcher jax detects: SLURM,
 Open MPI, TPU pods) or ``--coordinator HOST:PORT --num-processes P
---process-id I``; see :mod:`mjxmeta.distributed` and the README's "Seeds
+--process-id I``; see :mod:`mjxmeta.runs.distributed` and the README's "Seeds
 across hosts".
 
 ``mjxmeta eval RUN`` restores a checkpoint and prints per-seed deterministic
@@ -16,11 +16,11 @@ returns.
 
 ``mjxmeta report RUN [RUN ...] --out DIR`` writes ``DIR/report.md`` (per-env tables:
 mean ± sd, IQM and probability of improvement over ``gaussian`` with bootstrap
-CIs) and learning-curve PNGs; see :mod:`mjxmeta.report`.
+CIs) and learning-curve PNGs; see :mod:`mjxmeta.tools.report`.
 
 ``mjxmeta render RUN --out FILE`` rolls out one seed's student (``--teacher``:
 the teacher) and writes ``FILE.mp4``/``.gif`` (MuJoCo offscreen, headless EGL)
-and with ``--html``/``--offline`` Brax's viewer ``FILE.html``; see :mod:`mjxmeta.render`.
+and with ``--html``/``--offline`` Brax's viewer ``FILE.html``; see :mod:`mjxmeta.tools.render`.
 
 Exit codes: 0 done, 2 invalid input (message names the field) or run
 directory refused (holds a run, or locked by another train process), 3
@@ -33,9 +33,9 @@ final checkpoint. The README's "Reliability" section lists the guarantees.
 Compiled programs are kept in JAX's persistent compilation cache,
 ``~/.cache/mjxmeta/jax`` (``$XDG_CACHE_HOME/mjxmeta/jax``), so a second run of
 a config skips the compile, and the traced programs beside them, so it skips
-tracing too (:mod:`mjxmeta.program_cache`); ``JAX_COMPILATION_CACHE_DIR``
+tracing too (:mod:`mjxmeta.runs.program_cache`); ``JAX_COMPILATION_CACHE_DIR``
 moves both and ``MJXMETA_COMPILATION_CACHE=0`` turns both off
-(:mod:`mjxmeta.compile_cache`).
+(:mod:`mjxmeta.runs.compile_cache`).
 """
 
 from __future__ import annotations
@@ -49,12 +49,13 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from mjxmeta import compile_cache, distributed
-from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig,
+from mjxmeta.runs import compile_cache, distributed
+from mjxmeta.algo.config import (BRAX_STUDENTS, BRAX_TEACHER, PRESET_NAMES, PRESETS, Config, ConfigError, MetaConfig,
                             StudentConfig, TeacherConfig, check_explicit_fields, executed_iterations, field_docs, from_dict, replace_field,
                             student_preset, to_dict, validate)
-from mjxmeta.run import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
-                         load_config, prepare_run_dir, train)
+from mjxmeta.api import train
+from mjxmeta.runs.loop import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
+                               load_config, prepare_run_dir)
 
 # Exit codes (README, "Reliability"); a signal stop exits with 128 + the signal (130 SIGINT, 143 SIGTERM).
 EXIT_INVALID, EXIT_NONFINITE, EXIT_RESUME, EXIT_OS_ERROR, EXIT_NO_VERIFIED = 2, 3, 4, 5, 6
@@ -70,7 +71,7 @@ def _widths(text: str) -> tuple[int, ...]:
 
 
 def _sweep_item(text: str) -> tuple[str, tuple[float, ...]]:
-    """``teacher.lr=1e-4,1e-3`` -> ("teacher.lr", (1e-4, 1e-3)); :func:`mjxmeta.config.validate` checks the rest."""
+    """``teacher.lr=1e-4,1e-3`` -> ("teacher.lr", (1e-4, 1e-3)); :func:`mjxmeta.algo.config.validate` checks the rest."""
     name, sep, values = text.partition("=")
     try:
         if not sep or not name.strip():
@@ -187,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-progress", action="store_true", help="no progress bar (default: shown)")
     _add_distributed_flags(t)
     _add_config_flags(t)
-    sub.add_parser("bench", add_help=False, help="throughput benchmark; see `mjxmeta bench --help` (mjxmeta.bench)")
+    sub.add_parser("bench", add_help=False, help="throughput benchmark; see `mjxmeta bench --help` (mjxmeta.tools.bench)")
     e = sub.add_parser("eval", help="restore a checkpoint and print per-seed deterministic returns")
     e.add_argument("run", help="run directory")
     e.add_argument("--checkpoint", type=int, default=None, help="iteration of the checkpoint; default latest")
@@ -246,9 +247,10 @@ def config_from_args(a: argparse.Namespace, base: Config | None = None) -> Confi
 
 
 def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    """``mjxmeta train``: the run directory is claimed (:mod:`mjxmeta.rundir`: locked; a new run refuses a
+    """``mjxmeta train``: the run directory is claimed (:mod:`mjxmeta.runs.layout`: locked; a new run refuses a
     directory that holds one) and the config resolved before anything compiles; the lock is held to the end."""
-    from mjxmeta import rundir
+    from mjxmeta.runs import layout as rundir
+    from mjxmeta.runs.resume import resume_config
 
     try:  # before anything else touches JAX
         distributed.initialize(a.coordinator, a.num_processes, a.process_id, auto=a.distributed)
@@ -267,7 +269,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
             if a.run_dir is not None and Path(a.run_dir).absolute() != run_dir.absolute():
                 raise ConfigError("run_dir", a.run_dir, f"omitted or equal to --resume {a.resume}")
             lock = rundir.RunLock(run_dir).acquire()
-            config = config_from_args(a, base=rundir.resume_config(run_dir))
+            config = config_from_args(a, base=resume_config(run_dir))
             distributed.check_seeds(config)
         else:
             config = config_from_args(a)
@@ -291,7 +293,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 
 def exit_code(e: BaseException) -> int:
-    """The exit code of a failed ``train`` (module docstring); for :class:`mjxmeta.distributed.PeerFailed`
+    """The exit code of a failed ``train`` (module docstring); for :class:`mjxmeta.runs.distributed.PeerFailed`
     the code of process 0's exception."""
     kind = e.kind if isinstance(e, distributed.PeerFailed) else type(e).__name__
     codes = {"ResumeError": EXIT_RESUME, "NonFiniteError": EXIT_NONFINITE, "CheckpointCorrupt": EXIT_NO_VERIFIED,
@@ -303,9 +305,9 @@ def exit_code(e: BaseException) -> int:
 
 def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> int:
     """``train`` with every failure mapped to one line on stderr and its exit code."""
-    from mjxmeta.checkpoint import CheckpointCorrupt, CheckpointWriteError
-    from mjxmeta.preemption import Stopped
-    from mjxmeta.rundir import RunDirError
+    from mjxmeta.runs.checkpoint import CheckpointCorrupt, CheckpointWriteError
+    from mjxmeta.runs.preemption import Stopped
+    from mjxmeta.runs.layout import RunDirError
 
     its = executed_iterations(config)
     main = distributed.is_main()
@@ -318,7 +320,7 @@ def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> i
               f"{config.seeds} seeds" + (f" x {config.num_points} sweep combinations" if config.sweep else "")
               + f"{distributed.describe()})", file=sys.stderr)
     try:
-        final = train(config, run_dir, resume=resume, progress=progress)
+        final = train(config, run_dir, resume=resume, progress=progress).final_returns
     except Stopped as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code
@@ -342,7 +344,7 @@ def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
         parser.exit(2, f"mjxmeta: error: {a.run!r} is not a run directory (no config.json)\n")
     if a.episodes < 1:
         parser.exit(2, f"mjxmeta: error: --episodes {a.episodes} is invalid: accepted an integer >= 1\n")
-    from mjxmeta.checkpoint import CheckpointCorrupt
+    from mjxmeta.runs.checkpoint import CheckpointCorrupt
 
     try:
         config = load_config(run_dir)
@@ -359,7 +361,7 @@ def _eval(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 
 def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
-    from mjxmeta.report import ReportError, write_report
+    from mjxmeta.tools.report import ReportError, write_report
 
     for name, value in (("--reps", a.reps), ("--last", a.last)):
         if value < 1:
@@ -381,8 +383,8 @@ def _report(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     """``mjxmeta render``: every input is checked before anything compiles."""
-    from mjxmeta import render, viewer
-    from mjxmeta.checkpoint import CheckpointCorrupt
+    from mjxmeta.tools import render, viewer
+    from mjxmeta.runs.checkpoint import CheckpointCorrupt
 
     def bad(flag: str, value: Any, accepted: str):
         parser.exit(2, f"mjxmeta: error: argument {flag}: {value!r} is invalid: accepted {accepted}\n")
@@ -439,8 +441,8 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["bench"]:  # own parser: mjxmeta/bench.py
-        from mjxmeta.bench import main as bench_main
+    if args[:1] == ["bench"]:  # own parser: mjxmeta/tools/bench.py
+        from mjxmeta.tools.bench import main as bench_main
         return bench_main(args[1:])
     parser = build_parser()
     a = parser.parse_args(argv)

@@ -3,7 +3,7 @@
 Two functions of a running trainer are wrapped, each only if one of its
 environment variables is set (counts are 1-based):
 
-``Trainer.run_chunk`` (a ``functools.cached_property``; wrapped per trainer):
+``Programs.run_chunk`` (a ``functools.cached_property``; wrapped per trainer):
 
 * ``POISON_CHUNK=c`` / ``POISON_SEED=s`` (default 1): before the ``c``-th
   call the output bias of seed ``s``'s critic is set to NaN in the input
@@ -45,7 +45,7 @@ import jax.numpy as jnp
 from orbax.checkpoint._src.path import atomicity
 
 import mjxmeta.cli
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.programs import Programs
 
 
 def _env(name: str, default: str = "0") -> str:
@@ -55,7 +55,7 @@ def _env(name: str, default: str = "0") -> str:
 _POISON, _POISON_SEED = int(_env("POISON_CHUNK")), int(_env("POISON_SEED", "1"))
 _SLOW = int(_env("SLOW_CHUNK"))
 _SLOW_SAVE, _FAIL_SAVE = int(_env("SLOW_SAVE_NTH")), int(_env("FAIL_SAVE_NTH"))
-_real_chunk = Trainer.__dict__["run_chunk"]
+_real_chunk = Programs.__dict__["run_chunk"]
 _real_commit = atomicity.on_commit_callback
 _commits = [0]
 
@@ -80,7 +80,7 @@ def _before_chunk(call: int, state):
 def _faulty_run_chunk(self):
     wrapper = self.__dict__.get("_faulty_run_chunk")
     if wrapper is None:
-        real = _real_chunk.__get__(self, Trainer)
+        real = _real_chunk.__get__(self, Programs)
         calls = [0]
 
         def wrapper(state):
@@ -105,7 +105,7 @@ async def _faulty_commit(tmp_dir, *args, **kwargs):
 
 
 if _POISON or _SLOW:
-    Trainer.run_chunk = property(_faulty_run_chunk)
+    Programs.run_chunk = property(_faulty_run_chunk)
 if _SLOW_SAVE or _FAIL_SAVE:
     atomicity.on_commit_callback = _faulty_commit
 

@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import mjxmeta.envs.analytic as analytic
-import mjxmeta.envs.pendulum as pendulum
+import mjxmeta.algo.envs.analytic as analytic
+import mjxmeta.algo.envs.pendulum as pendulum
 
 
 def f64(x):
@@ -25,8 +25,8 @@ def f64(x):
 # the pure-JAX pendulum casts its state to float32 on purpose (scan carries keep their type); here to float64
 analytic.f32 = pendulum._f32 = f64
 
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig  # noqa: E402
-from mjxmeta.trainer import Trainer  # noqa: E402
+from mjxmeta.algo.config import Config, MetaConfig, StudentConfig, TeacherConfig  # noqa: E402
+from mjxmeta.algo.trainer import Trainer  # noqa: E402
 
 
 def to64(tree):

@@ -2,14 +2,14 @@
 
     XLA_FLAGS=--xla_force_host_platform_device_count=2 python tests/_reshard_helper.py SRC DST OUT.npz [EPISODES]
 
-1. restores the latest checkpoint of run ``SRC`` into ``Trainer.abstract_state()``
+1. restores the latest checkpoint of run ``SRC`` into ``Programs.abstract_state()``
    of *this* process (seed axis sharded over all devices when the seed count
    divides the device count) and checks that every restored leaf lives on
    the devices of that sharding;
 2. writes every restored leaf, in flatten order, to ``OUT.npz`` (``arr_0`` ...)
    so the test can compare them bit for bit with a 1-device restore;
 3. saves the restored (sharded) state as a checkpoint of a new run ``DST``
-   (``config.json`` copied) with ``mjxmeta.checkpoint.Checkpointer``, printing
+   (``config.json`` copied) with ``mjxmeta.runs.checkpoint.Checkpointer``, printing
    ``SAVE_SECONDS`` and ``CHECKPOINT_BYTES``;
 4. runs ``mjxmeta eval SRC --episodes EPISODES`` (``mjxmeta.cli.main``) in
    this process, so its per-seed table is printed from a sharded restore.
@@ -25,21 +25,22 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from mjxmeta.runs.programs import programs_of
 import mjxmeta.cli
-from mjxmeta.checkpoint import Checkpointer
-from mjxmeta.run import CONFIG, load_config
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.checkpoint import Checkpointer
+from mjxmeta.runs.loop import CONFIG, load_config
+from mjxmeta.algo.trainer import Trainer
 
 
 def main(src: Path, dst: Path, out: Path, episodes: int) -> int:
     config = load_config(src)
     trainer = Trainer(config)
-    sharding = trainer.seed_sharding()
+    sharding = programs_of(trainer).seed_sharding()
     print(f"DEVICES {jax.device_count()} SHARDING {type(sharding).__name__} "
           f"SHARDING_DEVICES {len(sharding.device_set)}", flush=True)
     ckpt = Checkpointer(src, config.keep)
     try:
-        state, record = ckpt.restore(trainer.abstract_state())
+        state, record = ckpt.restore(programs_of(trainer).abstract_state())
     finally:
         ckpt.close()
     leaves = jax.tree.leaves(state)

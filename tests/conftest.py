@@ -13,7 +13,7 @@ import shutil
 import tempfile
 from typing import Any
 
-# JAX's persistent compilation cache (mjxmeta.compile_cache) goes to a directory of this test session, removed
+# JAX's persistent compilation cache (mjxmeta.runs.compile_cache) goes to a directory of this test session, removed
 # at exit, never the user's cache: set before JAX reads its environment; subprocesses of the tests inherit it.
 TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
 os.environ["JAX_COMPILATION_CACHE_DIR"] = TEST_JAX_CACHE
@@ -24,7 +24,7 @@ import pytest  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", TEST_JAX_CACHE)  # in case a plugin imported JAX earlier
 
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig  # noqa: E402
+from mjxmeta.algo.config import Config, MetaConfig, StudentConfig, TeacherConfig  # noqa: E402
 
 # Fields of the sub-configs, so ``small_config`` can route flat overrides.
 _STUDENT_FIELDS = {f.name for f in dataclasses.fields(StudentConfig)}
@@ -93,8 +93,8 @@ def small_cfg():
 
 @pytest.fixture(autouse=True)
 def _program_store_per_test():
-    """An in-process ``mjxmeta train`` turns on mjxmeta.program_cache; later tests start without it."""
-    from mjxmeta import program_cache
+    """An in-process ``mjxmeta train`` turns on mjxmeta.runs.program_cache; later tests start without it."""
+    from mjxmeta.runs import program_cache
 
     before = program_cache.directory()
     yield

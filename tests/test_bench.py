@@ -12,8 +12,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-import mjxmeta.trainer
-from mjxmeta import bench
+import mjxmeta.algo.trainer
+from mjxmeta.tools import bench
 from mjxmeta.cli import main
 
 TINY = ["bench", "--env", "pendulum", "--teacher", "meta", "--seeds", "2", "--buffer-size", "20000",
@@ -113,7 +113,7 @@ def test_bench_bad_input_exits_2_before_compiling(monkeypatch, capsys, argv, fie
     def boom(*a, **k):
         raise AssertionError("compiled or built a trainer on bad input")
 
-    monkeypatch.setattr(mjxmeta.trainer.Trainer, "__init__", boom)
+    monkeypatch.setattr(mjxmeta.algo.trainer.Trainer, "__init__", boom)
     with pytest.raises(SystemExit) as e:
         main(["bench", "--env", "pendulum", "--teacher", "gaussian"] + argv)
     assert e.value.code == 2

@@ -13,12 +13,12 @@ import math
 import numpy as np
 import pytest
 
-from mjxmeta import brax_baselines
-from mjxmeta.checkpoint import Checkpointer
+from mjxmeta.baselines import brax as brax_baselines
+from mjxmeta.runs.checkpoint import Checkpointer
 from mjxmeta.cli import build_parser, config_from_args, main
-from mjxmeta.config import (BRAX_FIELDS, BRAX_TEACHER, PPO_MINIBATCHES, SAC_LEARNING_STARTS, Config, ConfigError,
+from mjxmeta.algo.config import (BRAX_FIELDS, BRAX_TEACHER, PPO_MINIBATCHES, SAC_LEARNING_STARTS, Config, ConfigError,
                             StudentConfig, from_dict, validate)
-from mjxmeta.report import load_run, write_report
+from mjxmeta.tools.report import load_run, write_report
 
 SAC = ["train", "--student", "sac", "--env", "pendulum", "--no-progress"]
 PPO = ["train", "--student", "ppo", "--env", "pendulum", "--no-progress"]

@@ -5,7 +5,7 @@ test-only launcher around ``mjxmeta.cli.main``) on the pure-JAX ``pendulum`` env
 with tiny settings (``FLAGS``), so the tests see what a user sees: exit codes,
 stderr, ``metrics.jsonl`` and the Orbax directories. Checkpoints are then
 restored *in this process* with
-``Checkpointer(run).restore(Trainer(config).abstract_state())`` and compared
+``Checkpointer(run).restore(programs_of(Trainer(config)).abstract_state())`` and compared
 leaf by leaf, bit for bit. Only the resume refusal and the resume of a finished
 run call ``mjxmeta.cli.main`` in-process (neither trains).
 
@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from mjxmeta.runs.programs import programs_of
 
 HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "mjxmeta.cli"]
@@ -158,15 +160,15 @@ def table_returns(stdout: str) -> dict[int, float]:
 
 @functools.lru_cache(maxsize=None)
 def _abstract(config):
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo.trainer import Trainer
 
-    return Trainer(config).abstract_state()
+    return programs_of(Trainer(config)).abstract_state()
 
 
 def restore(run: Path, steps=None) -> dict[int, tuple]:
     """{step: (state, record)} for ``steps`` (default: every committed step), restored in this process."""
-    from mjxmeta.checkpoint import Checkpointer
-    from mjxmeta.run import load_config
+    from mjxmeta.runs.checkpoint import Checkpointer
+    from mjxmeta.runs.loop import load_config
 
     config = load_config(run)
     ckpt = Checkpointer(run, config.keep)
@@ -232,7 +234,7 @@ def job_poison(workdir: Path, env) -> tuple[Path, subprocess.CompletedProcess]:
 
 def job_kill_during_save(workdir: Path, env) -> tuple[Path, dict, subprocess.CompletedProcess]:
     """kill -9 while Orbax is parked in the commit of the 2nd save; snapshot; resume to 6 iterations."""
-    from mjxmeta.checkpoint import Checkpointer
+    from mjxmeta.runs.checkpoint import Checkpointer
 
     run = workdir / "W"
     lines: queue.Queue[str] = queue.Queue()
@@ -409,8 +411,8 @@ def test_flags_have_the_assumed_sizes():
 
 def test_unwritable_run_dir_and_full_disk(tmp_path, workdir, sub_env, monkeypatch):
     from mjxmeta.cli import build_parser, config_from_args
-    from mjxmeta.config import ConfigError
-    from mjxmeta.run import check_free_space, prepare_run_dir, train
+    from mjxmeta.algo.config import ConfigError
+    from mjxmeta.runs.loop import check_free_space, prepare_run_dir, train
 
     # Not enough free space for keep + 1 checkpoints.
     with pytest.raises(ConfigError) as e:
@@ -429,7 +431,7 @@ def test_unwritable_run_dir_and_full_disk(tmp_path, workdir, sub_env, monkeypatc
     assert p.returncode == 2 and "config field 'run_dir'" in p.stderr, p.stderr[-2000:]
 
     # A "full disk" stops train() before it writes config.json, a checkpoint or compiles anything.
-    monkeypatch.setattr("mjxmeta.run.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
+    monkeypatch.setattr("mjxmeta.runs.loop.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
     run = prepare_run_dir(tmp_path / "full", config)
     with pytest.raises(ConfigError) as e:
         train(config, run, progress=False)
@@ -511,7 +513,7 @@ def test_resume_of_a_finished_run_reports_its_final_evaluation(run_a, run_b, cap
 
 def test_resume_sees_a_flag_given_with_its_parser_default(tmp_path):
     from mjxmeta.cli import build_parser, config_from_args
-    from mjxmeta.config import to_dict
+    from mjxmeta.algo.config import to_dict
 
     base = config_from_args(build_parser().parse_args(["train", *FLAGS]))  # seeds=2
     (tmp_path / "config.json").write_text(json.dumps(to_dict(base)))

@@ -19,9 +19,9 @@ import pytest
 import dataclasses
 
 import mjxmeta.cli
-import mjxmeta.trainer
+import mjxmeta.runs.programs
 from mjxmeta.cli import FLAGS, build_parser, config_from_args, main
-from mjxmeta.config import (BRAX_STUDENTS, BRAX_TEACHER, PATHWISE_ONLY_FIELDS, STUDENT_NAMES, TD3_ONLY_FIELDS,
+from mjxmeta.algo.config import (BRAX_STUDENTS, BRAX_TEACHER, PATHWISE_ONLY_FIELDS, STUDENT_NAMES, TD3_ONLY_FIELDS,
                             Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, from_dict, student_preset,
                             to_dict)
 
@@ -99,7 +99,7 @@ def _forbid_compiles(monkeypatch):
     def boom(*args, **kwargs):
         raise AssertionError("compiled / started training before rejecting the input")
     monkeypatch.setattr(jax, "jit", boom)
-    monkeypatch.setattr(mjxmeta.trainer, "Trainer", boom)
+    monkeypatch.setattr(mjxmeta.algo.trainer, "Trainer", boom)
     monkeypatch.setattr(mjxmeta.cli, "train", boom)
 
 
@@ -320,8 +320,8 @@ def test_noise_teacher_without_meta_flags_and_tiny_but_normal_lr_are_valid():
 
 def test_refused_free_space_leaves_no_run_dir(tmp_path, monkeypatch, capsys):
     """A run dir created by this call and refused before training is removed again (it was left empty)."""
-    monkeypatch.setattr("mjxmeta.run.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
-    monkeypatch.setattr(mjxmeta.trainer.Trainer, "run_chunk", property(lambda self: pytest.fail("trained")))
+    monkeypatch.setattr("mjxmeta.runs.loop.shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
+    monkeypatch.setattr(mjxmeta.runs.programs.Programs, "run_chunk", property(lambda self: pytest.fail("trained")))
     run_dir = tmp_path / "new" / "run"
     assert main(TINY + ["--run-dir", str(run_dir)]) == 2
     err = capsys.readouterr().err

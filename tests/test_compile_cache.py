@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache (:mod:`mjxmeta.compile_cache`): where it goes, and that a second
+"""JAX's persistent compilation cache (:mod:`mjxmeta.runs.compile_cache`): where it goes, and that a second
 ``mjxmeta train`` process of the same config loads its programs from it instead of compiling.
 
 The hit test counts JAX's own monitoring events and logged module names (``_compile_cache_probe.py``), not
@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from mjxmeta import compile_cache, program_cache
+from mjxmeta.runs import compile_cache, program_cache
 
 PROBE = Path(__file__).with_name("_compile_cache_probe.py")
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,7 +95,7 @@ def test_second_process_of_the_same_config_loads_its_programs_from_the_default_c
     assert first["rc"] == 0 and first["hits"] == 0 and first["misses"] > 0
     written = {p.name.rsplit("-", 2)[0] for p in cache.glob("*-cache")}
     assert {"jit_run_chunk", "jit_evaluate", "jit_init"} <= written, written  # the fused chunk is cached
-    programs = {"init", "run_chunk", "evaluate"}  # mjxmeta.program_cache: traced once, stored beside the cache
+    programs = {"init", "run_chunk", "evaluate"}  # mjxmeta.runs.program_cache: traced once, stored beside the cache
     traced = {f"export_{p}" for p in programs}  # a trace of the function itself (replays trace as `name`)
     assert traced <= set(first["traced"]), first["traced"]
     stored = {p.name.rsplit("-", 1)[0] for p in (cache / program_cache.SUBDIR).glob("*.pkl")}
@@ -115,7 +115,7 @@ def test_second_process_of_the_same_config_loads_its_programs_from_the_default_c
 @pytest.mark.parametrize("name,width", [("pendulum", 3), ("inverted_pendulum", 4)])
 def test_observation_size_compiles_nothing(name, width):
     """Brax's own ``observation_size`` runs an eager reset (for MJX: ~570 tiny compiles at every start-up)."""
-    from mjxmeta.envs import make
+    from mjxmeta.algo.envs import make
 
     env = make(name)  # (Brax's MJX env construction itself runs ~40 tiny eager compiles, ~1 s)
     compiles = []
@@ -134,7 +134,7 @@ def test_program_key_of_an_mjx_state_is_the_same_after_a_pickle_round_trip():
 
     import jax.numpy as jnp
 
-    from mjxmeta.envs import make
+    from mjxmeta.algo.envs import make
 
     env = make("inverted_pendulum")
     tree = jax.tree.structure(jax.eval_shape(env.reset, jax.ShapeDtypeStruct((1, 2), jnp.uint32)))

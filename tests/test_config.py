@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mjxmeta.config import (Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, evaluates_at,
+from mjxmeta.algo.config import (Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, evaluates_at,
                             executed_iterations, from_dict, replace_field, to_dict, validate)
 
 SUBS = {"student": StudentConfig, "teacher": TeacherConfig, "meta": MetaConfig}
@@ -211,11 +211,11 @@ def test_validate_property(field, value, field2, value2, two):
 
 
 def test_validate_does_not_import_jax():
-    """In a fresh interpreter, importing mjxmeta.config and validating (good and bad
+    """In a fresh interpreter, importing mjxmeta.algo.config and validating (good and bad
     configs) leaves jax unimported."""
     code = (
         "import sys, time\n"
-        "from mjxmeta.config import Config, ConfigError, validate\n"
+        "from mjxmeta.algo.config import Config, ConfigError, validate\n"
         "t = time.perf_counter()\n"
         "validate(Config())\n"
         "try:\n"

@@ -21,9 +21,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta.config import StudentConfig
-from mjxmeta.replay import Transition
-from mjxmeta.students.ddpg import DDPG, DDPGState, OBS_CLIP, init_normalizer, update_normalizer
+from mjxmeta.algo.config import StudentConfig
+from mjxmeta.algo.replay import Transition
+from mjxmeta.algo.students.ddpg import DDPG, DDPGState, OBS_CLIP, init_normalizer, update_normalizer
 
 OBS, ACT, B = 3, 2, 3
 GAMMA = 0.9
@@ -357,7 +357,7 @@ def test_critic_action_layer_and_default_output_init(action_layer):
     """``student.action_layer``: the action joins the critic before hidden layer i (0 = at the input, SB3/SBX;
     2 = after the last hidden layer), checked against the numpy forward pass; ``output_init`` 0 gives Flax's
     default output layer (zero bias, LeCun-normal kernel) and a nonzero scale U(-scale, scale)."""
-    from mjxmeta.networks import Actor, Critic
+    from mjxmeta.algo.networks import Actor, Critic
     hidden = (8, 8)
     obs = np.random.default_rng(0).normal(size=(5, OBS)).astype(np.float32)
     act = np.random.default_rng(1).uniform(-1, 1, size=(5, ACT)).astype(np.float32)

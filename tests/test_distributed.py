@@ -36,7 +36,7 @@ from pathlib import Path
 
 import pytest
 
-from mjxmeta.checkpoint import DIGEST
+from mjxmeta.runs.checkpoint import DIGEST
 from test_checkpoint import assert_bit_identical, check_ok, metrics_rows, restore, without_wall
 
 HERE = Path(__file__).resolve().parent

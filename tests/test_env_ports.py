@@ -16,8 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta.config import ConfigError, Config, validate
-from mjxmeta.envs import make_base
+from mjxmeta.algo.config import ConfigError, Config, validate
+from mjxmeta.algo.envs import make_base
 
 gym = pytest.importorskip("gymnasium")
 pytest.importorskip("mujoco")

@@ -1,4 +1,4 @@
-"""Auto-reset semantics of every registry env (``mjxmeta.envs.make``).
+"""Auto-reset semantics of every registry env (``mjxmeta.algo.envs.make``).
 
 For each name in ``config.ENV_NAMES`` a batch of 4 envs with a 10-step time
 limit is stepped for 30 steps (at least 3 episodes per env) with actions that
@@ -34,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mjxmeta.envs
-from mjxmeta.config import ENV_NAMES, PLAYGROUND_ENVS
+import mjxmeta.algo.envs
+from mjxmeta.algo.config import ENV_NAMES, PLAYGROUND_ENVS
 
 EP_LEN, N_ENVS, STEPS = 10, 4, 30
 REFILL, POOL_PER_ENV = 10, 8  # a new start pool every 10 steps, 32 starts: more than 4 envs can use
@@ -57,15 +57,15 @@ def rollout(name: str):
     """Steps ``make(name)`` and the reference as the trainer does: 3 iterations of REFILL steps, a new
     start pool before each. Returns (first obs (N_ENVS, obs), per-step arrays with leading (STEPS, N_ENVS),
     pool obs per iteration (3, P, obs), reused starts per iteration (3,))."""
-    env = mjxmeta.envs.make(name, episode_length=EP_LEN, starts_per_env=POOL_PER_ENV)
-    base = mjxmeta.envs.make_base(name)
+    env = mjxmeta.algo.envs.make(name, episode_length=EP_LEN, starts_per_env=POOL_PER_ENV)
+    base = mjxmeta.algo.envs.make_base(name)
     base_info = list(jax.eval_shape(base.reset, jax.random.PRNGKey(0)).info)
 
     def body(prev, a):
         ref_in = prev.replace(info={k: prev.info[k] for k in base_info}, done=jnp.zeros_like(prev.done))
         ref = jax.vmap(base.step)(ref_in, a)
         s = env.step(prev, a)
-        out = dict(done=s.done, truncation=s.info["truncation"], terminated=mjxmeta.envs.terminated(s),
+        out = dict(done=s.done, truncation=s.info["truncation"], terminated=mjxmeta.algo.envs.terminated(s),
                    steps=s.info["steps"], obs=s.obs, final_obs=s.info["final_obs"], reward=s.reward,
                    ref_obs=ref.obs, ref_reward=ref.reward, ref_done=ref.done)
         return s, out
@@ -74,7 +74,7 @@ def rollout(name: str):
         state = env.refill(state)
         pool_obs = state.info["pool"]["obs"]
         state, out = jax.lax.scan(body, state, acts)
-        return state, (out, pool_obs, mjxmeta.envs.reused_starts(state))
+        return state, (out, pool_obs, mjxmeta.algo.envs.reused_starts(state))
 
     @jax.jit
     def run(keys, acts):

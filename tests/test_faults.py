@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from mjxmeta.runs.programs import programs_of
 from test_checkpoint import (FLAGS, HERE, LAUNCHER, STEPS_PER_ITERATION, TIMEOUT, _cmd, _kill, assert_bit_identical,
                              check_ok, finalized_steps, metrics_rows, mjx, record_wo_wall, restore, run_proc,
                              sub_env, tmp_dirs, without_wall, workdir)
@@ -63,7 +65,7 @@ def assert_same_state(run: Path, ref: Path, step: int) -> None:
     """Checkpoint ``step`` of ``run`` equals the reference's bit for bit (arrays, position and array checksum)."""
     (got, rg), (want, rw) = restore(run, [step])[step], restore(ref, [step])[step]
     assert_bit_identical(got, want, f"{run.name} vs {ref.name} at iteration {step}")
-    from mjxmeta.checkpoint import DIGEST
+    from mjxmeta.runs.checkpoint import DIGEST
 
     assert record_wo_wall(rg) == record_wo_wall(rw) and rg[DIGEST] == rw[DIGEST]
 
@@ -199,9 +201,9 @@ def test_truncated_latest_checkpoint_eval_falls_back_in_one_line(ref, workdir, s
 
 
 def test_no_verified_checkpoint_is_an_error_not_a_restore(ref, workdir):
-    from mjxmeta.checkpoint import CheckpointCorrupt, Checkpointer
-    from mjxmeta.run import load_config
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.runs.checkpoint import CheckpointCorrupt, Checkpointer
+    from mjxmeta.runs.loop import load_config
+    from mjxmeta.algo.trainer import Trainer
 
     run = copy_run(ref, workdir / "ALLBAD")
     for step in (2, 4, 6, 8):
@@ -212,7 +214,7 @@ def test_no_verified_checkpoint_is_an_error_not_a_restore(ref, workdir):
     said = []
     try:
         with pytest.raises(CheckpointCorrupt, match="no verified checkpoint to restore"):
-            ckpt.restore_verified(Trainer(load_config(run)).abstract_state(), say=said.append)
+            ckpt.restore_verified(programs_of(Trainer(load_config(run))).abstract_state(), say=said.append)
     finally:
         ckpt.close()
     assert [m.split(" in ")[0] for m in said] == ["checkpoint 8", "checkpoint 6", "checkpoint 4", "checkpoint 2"]
@@ -270,9 +272,9 @@ def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(ref, wo
 
 # ------------------------------------------------------------------ in-process units
 def test_lock_is_exclusive_across_processes_reentrant_and_stale_locks_are_taken_over(tmp_path, capsys):
-    from mjxmeta.rundir import RunDirError, RunLock
+    from mjxmeta.runs.layout import RunDirError, RunLock
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mjxmeta.rundir import RunLock; "
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from mjxmeta.runs.layout import RunLock; "
                                f"RunLock({str(tmp_path)!r}).acquire(); print('HELD', flush=True); time.sleep(60)"],
                               stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
     try:

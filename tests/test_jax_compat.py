@@ -1,4 +1,4 @@
-"""The ``jax.device_put_replicated`` shim (mjxmeta.jax_compat) against the removed function's semantics."""
+"""The ``jax.device_put_replicated`` shim (mjxmeta.baselines.jax_compat) against the removed function's semantics."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import textwrap
 import jax
 import pytest
 
-from mjxmeta import jax_compat
+from mjxmeta.baselines import jax_compat
 
 # Runs in a child process with 3 forced CPU devices (XLA_FLAGS must be set before JAX starts).
 _CHILD = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np
-    from mjxmeta.jax_compat import device_put_replicated
+    from mjxmeta.baselines.jax_compat import device_put_replicated
     devices = jax.local_devices()
     assert len(devices) == 3, devices
     tree = {"w": jnp.arange(6.0).reshape(2, 3), "step": jnp.int32(7), "py": 2.5,

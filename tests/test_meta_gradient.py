@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta import meta
-from mjxmeta.config import TeacherConfig
-from mjxmeta import teachers
+from mjxmeta.algo import meta
+from mjxmeta.algo.config import TeacherConfig
+from mjxmeta.algo import teachers
 
 OBS, A, T = 3, 2, 3
 K = 20_000

@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from mjxmeta import meta, teachers
-from mjxmeta.config import Config, StudentConfig, TeacherConfig
-from mjxmeta.trainer import Trainer
+from mjxmeta.algo import meta, teachers
+from mjxmeta.algo.config import Config, StudentConfig, TeacherConfig
+from mjxmeta.algo.trainer import Trainer
 
 OBS, A, Z = 3, 2, 2
 

@@ -23,10 +23,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta import meta
-from mjxmeta.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, validate
-from mjxmeta.replay import Transition
-from mjxmeta import teachers
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.algo import meta
+from mjxmeta.algo.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, validate
+from mjxmeta.algo.replay import Transition
+from mjxmeta.algo import teachers
 
 
 # --------------------------------------------------------------------------- ES estimator
@@ -211,7 +212,7 @@ def toy_run(init_std: float, estimator: str, iterations: int = TOY_ITERATIONS):
     def step(state, key):
         k_pert, k_eps = jax.random.split(key)
         deltas = None
-        if estimator == "pathwise":  # a = sigma eps with eps fixed: differentiate R itself (mjxmeta.pathwise)
+        if estimator == "pathwise":  # a = sigma eps with eps fixed: differentiate R itself (mjxmeta.algo.pathwise)
             eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "independent")
             sample = lambda p: teacher.sample(p, jnp.zeros((1, 1)), k_eps, inputs, eps)[0]  # noqa: E731
             grad = jax.grad(lambda p: jnp.mean(toy_meta_reward(sample(p))))(state.params)
@@ -285,7 +286,7 @@ def tiny_config(teacher="meta_variance", **meta_kw):
 
 @functools.lru_cache(maxsize=None)
 def paired_outputs():
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo.trainer import Trainer
 
     out = {}
     for paired in (True, False):
@@ -322,7 +323,7 @@ def test_paired_candidates_share_start_states_mirror_noise_and_share_lookahead_b
 
 
 def test_es_estimator_in_the_trainer_perturbs_candidates_antithetically():
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo.trainer import Trainer
 
     tr = Trainer(tiny_config(teacher="meta", estimator="es"))
 
@@ -348,13 +349,13 @@ def test_es_estimator_in_the_trainer_perturbs_candidates_antithetically():
 def test_mixed_lookahead_estimate_is_the_same_vmapped_over_seeds_and_single():
     """One meta-gradient estimate (mixed look-ahead, B non-empty) agrees between the seed-vmapped
     program and the single-seed one to float rounding: nothing but rounding differs."""
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo.trainer import Trainer
 
     from conftest import tree_index
 
     cfg = dataclasses.replace(tiny_config(lookahead_data="mixed"), seeds=2)
     tr = Trainer(cfg)
-    state, _ = tr.run_chunk(tr.init_seeds(tr.seed_keys()))
+    state, _ = programs_of(tr).run_chunk(programs_of(tr).init_seeds(tr.seed_keys()))
     keys = jax.random.split(jax.random.PRNGKey(3), 6).reshape(2, 3, 2)
 
     def est(s, k):

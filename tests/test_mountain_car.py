@@ -1,10 +1,10 @@
-"""``mjxmeta.envs.mountain_car`` against gymnasium's ``MountainCarContinuous-v0``.
+"""``mjxmeta.algo.envs.mountain_car`` against gymnasium's ``MountainCarContinuous-v0``.
 
 Gymnasium computes in float64 from a float32 state; ours is float32
 throughout. Per-step comparisons therefore re-synchronise our state to
 gymnasium's before each step (every step's dynamics, clipping, wall, goal and
 reward checked to 1e-6); the closed-loop episode tests compare whole
-trajectories of the registry env (``mjxmeta.envs.make``, with its time limit
+trajectories of the registry env (``mjxmeta.algo.envs.make``, with its time limit
 and auto-reset) against ``gym.make`` (``TimeLimit`` 999) including the step
 and kind of the episode's end: termination at the goal vs truncation at 999.
 """
@@ -15,9 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import mjxmeta.envs
-from mjxmeta.config import default_episode_length
-from mjxmeta.envs.mountain_car import GOAL_REWARD, TIME_LIMIT, MountainCarContinuous
+import mjxmeta.algo.envs
+from mjxmeta.algo.config import default_episode_length
+from mjxmeta.algo.envs.mountain_car import GOAL_REWARD, TIME_LIMIT, MountainCarContinuous
 
 
 def test_constants_match_gymnasium():
@@ -87,7 +87,7 @@ def _gym_episode(policy, start):
 @pytest.mark.parametrize("policy,ends_at_goal", [(_bang_bang, True), (_zero, False)])
 def test_episode_end_matches_gymnasium(policy, ends_at_goal):
     """The registry env (time limit 999, auto-reset) ends its episode at gymnasium's step, the same way."""
-    env = mjxmeta.envs.make("mountain_car_continuous", starts_per_env=1)
+    env = mjxmeta.algo.envs.make("mountain_car_continuous", starts_per_env=1)
     state = jax.jit(env.reset)(jax.random.PRNGKey(3)[None])
     start = float(state.obs[0, 0])
     step = jax.jit(env.step)
@@ -98,7 +98,7 @@ def test_episode_end_matches_gymnasium(policy, ends_at_goal):
         np.testing.assert_allclose(float(state.reward[0]), r, atol=1e-4)
         assert float(state.done[0]) == float(term or trunc), t
         assert float(state.info["truncation"][0]) == float(trunc and not term), t
-        assert float(mjxmeta.envs.terminated(state)[0]) == float(term), t
+        assert float(mjxmeta.algo.envs.terminated(state)[0]) == float(term), t
     assert len(ref) < TIME_LIMIT if ends_at_goal else len(ref) == TIME_LIMIT
     assert (ref[-1][1] > GOAL_REWARD - 1) == ends_at_goal
     # auto-reset: a fresh start in [-0.6, -0.4] at rest, step counter back to 0

@@ -10,12 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjxmeta import students, teachers
-from mjxmeta.acting import teacher_step
-from mjxmeta.config import StudentConfig, TeacherConfig
-from mjxmeta.envs import make as make_env
-from mjxmeta.students import init_normalizer
-from mjxmeta.teachers.param_noise import action_distance, adapted_log_std
+from mjxmeta.algo import students, teachers
+from mjxmeta.algo.acting import teacher_step
+from mjxmeta.algo.config import StudentConfig, TeacherConfig
+from mjxmeta.algo.envs import make as make_env
+from mjxmeta.algo.students import init_normalizer
+from mjxmeta.algo.teachers.param_noise import action_distance, adapted_log_std
 
 OBS, A = 3, 1  # pendulum's sizes
 

@@ -1,4 +1,4 @@
-"""The pathwise meta-gradient (``teacher.estimator = pathwise``, mjxmeta/pathwise.py).
+"""The pathwise meta-gradient (``teacher.estimator = pathwise``, mjxmeta/algo/pathwise.py).
 
 * Against central finite differences of the same seeded objective J(theta) = 1/K sum_k R_grad(pi'_k)
   on ``pendulum`` in float64 (a subprocess with JAX_ENABLE_X64, tests/_pathwise_fd.py): ``full``
@@ -27,9 +27,9 @@ import numpy as np
 import optax
 import pytest
 
-from mjxmeta import pathwise
-from mjxmeta.acting import straight_through_clip
-from mjxmeta.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, check_explicit_fields, validate
+from mjxmeta.algo import pathwise
+from mjxmeta.algo.acting import straight_through_clip
+from mjxmeta.algo.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, check_explicit_fields, validate
 
 HERE = Path(__file__).resolve().parent
 
@@ -106,7 +106,7 @@ def test_second_moment_floor_lifts_only_zeros_and_keeps_adam_second_order_terms_
 
 
 def test_nonfinite_meta_gradient_is_skipped_and_counted():
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo.trainer import Trainer
 
     c = Config(env="pendulum", seeds=1, num_envs=2, rollout_steps=8, total_steps=1000, log_every=1, eval_envs=1,
                visit_samples=0, student=StudentConfig(hidden=(8,), batch_size=8, buffer_size=2000),

@@ -1,4 +1,4 @@
-"""Tests for ``mjxmeta.envs.pendulum.Pendulum`` against gymnasium ``Pendulum-v1``.
+"""Tests for ``mjxmeta.algo.envs.pendulum.Pendulum`` against gymnasium ``Pendulum-v1``.
 
 Numerical note (why the gymnasium comparison is split in two tests)
 ------------------------------------------------------------------
@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 from brax.envs.wrappers import training as brax_training
 
-from mjxmeta.envs.pendulum import Pendulum
+from mjxmeta.algo.envs.pendulum import Pendulum
 
 N_STEPS = 200
 OPEN_LOOP_STEPS = 25

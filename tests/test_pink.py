@@ -12,9 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mjxmeta import teachers
-from mjxmeta.config import TeacherConfig
-from mjxmeta.teachers.pink import powerlaw_noise
+from mjxmeta.algo import teachers
+from mjxmeta.algo.config import TeacherConfig
+from mjxmeta.algo.teachers.pink import powerlaw_noise
 
 L, M = 256, 4000  # sequence length, sequences per generator
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mjxmeta.config import PLAYGROUND_ENVS, Config, ConfigError, validate
+from mjxmeta.algo.config import PLAYGROUND_ENVS, Config, ConfigError, validate
 
 
 @pytest.mark.parametrize("name", sorted(PLAYGROUND_ENVS))
@@ -40,7 +40,7 @@ def test_loads_pure_mjx_with_sparse_rewards():
     import jax
     import mujoco.mjx as mjx
 
-    from mjxmeta.envs import make_base
+    from mjxmeta.algo.envs import make_base
     env = make_base("cartpole_swingup_sparse")
     assert env._env.mjx_model.impl == mjx.Impl.JAX  # not Playground's default, MuJoCo Warp
     assert (env.observation_size, env.action_size, env.dt) == (5, 1, 0.01)

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mjxmeta import cli, render, viewer
-from mjxmeta.run import load_checkpoint
+from mjxmeta import cli
+from mjxmeta.tools import render, viewer
+from mjxmeta.runs.loop import load_checkpoint
 
 # imageio-ffmpeg starts ffmpeg with subprocess (fork + exec at once), which JAX warns about.
 pytestmark = pytest.mark.filterwarnings("ignore:os.fork\\(\\) was called:RuntimeWarning")
@@ -133,7 +134,7 @@ def test_inverted_pendulum_frames(gl, tmp_path):
     """An MJX env: a real reset state (mjx qpos -> MjData), then the cart and pole moved."""
     import jax
 
-    from mjxmeta.envs import make_base
+    from mjxmeta.algo.envs import make_base
 
     env = make_base("inverted_pendulum")
     q0 = np.asarray(jax.jit(env.reset)(jax.random.PRNGKey(0)).pipeline_state.qpos)

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 from brax.envs.base import State
 
-import mjxmeta.envs
-from mjxmeta.config import StudentConfig
-from mjxmeta.replay import Replay, Transition, flatten_batch
-from mjxmeta.rollout import env_step
-from mjxmeta.students.ddpg import DDPG, init_normalizer
+import mjxmeta.algo.envs
+from mjxmeta.algo.config import StudentConfig
+from mjxmeta.algo.replay import Replay, Transition, flatten_batch
+from mjxmeta.algo.rollout import env_step
+from mjxmeta.algo.students.ddpg import DDPG, init_normalizer
 
 # --------------------------------------------------------------------------- (a) replay
 CAP, BATCH, CHUNK, N_CHUNKS = 10, 8, 4, 4
@@ -132,7 +132,7 @@ def np_pendulum_step(pipeline_state, action):
 @pytest.fixture(scope="module")
 def pendulum_run():
     """10 steps of 3 pendulum envs with episode_length 5; every state and action kept."""
-    env = mjxmeta.envs.make("pendulum", episode_length=EP_LEN, starts_per_env=2)  # 2 resets per env, no refill
+    env = mjxmeta.algo.envs.make("pendulum", episode_length=EP_LEN, starts_per_env=2)  # 2 resets per env, no refill
     reset, step = jax.jit(env.reset), jax.jit(env.step)
     states = [reset(jax.random.split(jax.random.PRNGKey(0), N_ENVS))]
     actions = np.random.default_rng(0).uniform(-1, 1, size=(2 * EP_LEN, N_ENVS, 1)).astype(np.float32)
@@ -147,7 +147,7 @@ def test_time_limit_is_truncation_not_termination(pendulum_run):
         prev, s = states[t - 1], states[t]
         done = np.asarray(s.done)
         trunc = np.asarray(s.info["truncation"])
-        term = np.asarray(mjxmeta.envs.terminated(s))
+        term = np.asarray(mjxmeta.algo.envs.terminated(s))
         final_obs, obs = np.asarray(s.info["final_obs"]), np.asarray(s.obs)
         # final_obs and reward always follow the dynamics from the previous (pre-step) state.
         want_obs, want_r = np_pendulum_step(np.asarray(prev.pipeline_state), actions[t - 1])
@@ -226,7 +226,7 @@ def test_terminated_helper_on_hand_made_states():
     trunc = jnp.asarray([0.0, 0.0, 1.0, 0.0])
     s = State(pipeline_state=None, obs=jnp.zeros((4, 3)), reward=jnp.zeros(4), done=done, metrics={},
               info={"truncation": trunc})
-    np.testing.assert_array_equal(np.asarray(mjxmeta.envs.terminated(s)), [0.0, 1.0, 0.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(mjxmeta.algo.envs.terminated(s)), [0.0, 1.0, 0.0, 0.0])
 
 
 # --------------------------------------------------------------------------- (c) dtypes
@@ -250,7 +250,7 @@ def test_step_state_has_reset_dtypes_and_weak_types(pendulum_run):
 def test_start_pool_order_reuse_count_and_refill_if_short():
     """3 envs, pool of 3, episodes of 2 steps: resets take pool rows in env order, then reuse them
     (counted); ``refill_if_short`` draws a new pool instead, so no start repeats."""
-    env = mjxmeta.envs.make("pendulum", episode_length=2, starts_per_env=1)
+    env = mjxmeta.algo.envs.make("pendulum", episode_length=2, starts_per_env=1)
     zero = jnp.zeros((N_ENVS, 1))
     step, reset = jax.jit(env.step), jax.jit(env.reset)
     s = reset(jax.random.split(jax.random.PRNGKey(0), N_ENVS))
@@ -260,7 +260,7 @@ def test_start_pool_order_reuse_count_and_refill_if_short():
         s = step(s, zero)
         if t % 2 == 0:  # every env resets; row i goes to env i, first fresh then reused
             np.testing.assert_array_equal(np.asarray(s.obs), pool)
-            assert int(mjxmeta.envs.reused_starts(s)) == (t // 2 - 1) * N_ENVS
+            assert int(mjxmeta.algo.envs.reused_starts(s)) == (t // 2 - 1) * N_ENVS
     np.testing.assert_array_equal(np.asarray(s.info["pool"]["obs"]), pool)  # step never redraws
 
     refill_step = jax.jit(lambda s: env.step(env.refill_if_short(s), zero))
@@ -268,7 +268,7 @@ def test_start_pool_order_reuse_count_and_refill_if_short():
     starts = [np.asarray(s.obs)]
     for t in range(1, 9):
         s = refill_step(s)
-        assert int(mjxmeta.envs.reused_starts(s)) == 0
+        assert int(mjxmeta.algo.envs.reused_starts(s)) == 0
         if t % 2 == 0:
             starts.append(np.asarray(s.obs))
     flat = np.concatenate(starts)  # 5 x 3 starts, all distinct

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm, trim_mean
 
-from mjxmeta import report as R
+from mjxmeta.tools import report as R
 from mjxmeta.cli import main
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig, to_dict
+from mjxmeta.algo.config import Config, MetaConfig, StudentConfig, TeacherConfig, to_dict
 
 
 def write_run(path: Path, env: str = "pendulum", teacher: str = "gaussian", seeds: int = 4, points: int = 10,

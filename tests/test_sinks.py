@@ -1,4 +1,4 @@
-"""Each sink of :mod:`mjxmeta.sinks` alone, fed hand-made log points (no JAX, no training)."""
+"""Each sink of :mod:`mjxmeta.runs.sinks` alone, fed hand-made log points (no JAX, no training)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import struct
 import numpy as np
 import pytest
 
-from mjxmeta import sinks
-from mjxmeta.run import metric_rows
-from mjxmeta.visitation import load_visits
+from mjxmeta.runs import sinks
+from mjxmeta.runs.loop import metric_rows
+from mjxmeta.tools.visitation import load_visits
 
 
 def rows_at(iteration: int, seeds: int = 2, steps_per_iteration: int = 100, evaluated: bool = True) -> list[dict]:

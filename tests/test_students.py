@@ -17,13 +17,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from mjxmeta.runs.programs import programs_of
 import mjxmeta
-import mjxmeta.config
-from mjxmeta import render, students
-from mjxmeta.config import BRAX_STUDENTS, STUDENT_NAMES
-from mjxmeta.run import load_checkpoint, train
-from mjxmeta.students.base import Student, normalize
-from mjxmeta.trainer import Trainer
+import mjxmeta.algo.config
+from mjxmeta.tools import render
+from mjxmeta.algo import students
+from mjxmeta.algo.config import BRAX_STUDENTS, STUDENT_NAMES
+from mjxmeta.runs.loop import load_checkpoint, train
+from mjxmeta.algo.students.base import Student, normalize
+from mjxmeta.algo.trainer import Trainer
 
 from conftest import small_config
 
@@ -95,21 +97,21 @@ class LinearDDPG:
 
 
 def test_registry_matches_the_validated_names():
-    # sac/ppo are Brax's own trainers run end to end (mjxmeta.brax_baselines), not Student implementations
+    # sac/ppo are Brax's own trainers run end to end (mjxmeta.baselines.brax), not Student implementations
     assert set(students.REGISTRY) == set(STUDENT_NAMES) - set(BRAX_STUDENTS)
     ddpg = students.make(small_config().student, 3, 1)
     assert isinstance(ddpg, Student) and ddpg.state_type is students.DDPGState
 
 
 def test_a_second_student_runs_the_whole_trainer_through_the_interface(tmp_path, monkeypatch):
-    monkeypatch.setattr(mjxmeta.config, "STUDENT_NAMES", STUDENT_NAMES + ("linear",))
+    monkeypatch.setattr(mjxmeta.algo.config, "STUDENT_NAMES", STUDENT_NAMES + ("linear",))
     monkeypatch.setitem(students.REGISTRY, "linear", LinearDDPG)
     # meta_state: the teacher's inputs use the student's act, Q and TD error; K = 2 look-aheads.
     config = small_config("meta_state", seeds=2, student_name="linear", total_steps=4 * 250, log_every=2,
                           visit_samples=0)
     trainer = Trainer(config)
     assert isinstance(trainer.student, LinearDDPG) and isinstance(trainer.student, Student)
-    init = jax.device_get(trainer.init_seeds(trainer.seed_keys()))
+    init = jax.device_get(programs_of(trainer).init_seeds(trainer.seed_keys()))
 
     logged = []
 
@@ -147,7 +149,7 @@ DDPG_INTERNALS = {"DDPG", "DDPGState", "ddpg", "actor_net", "critic_net", "criti
 
 
 def test_no_module_outside_students_names_ddpg_internals():
-    """Code (not strings or comments) outside ``mjxmeta/students/`` uses none of DDPG's names."""
+    """Code (not strings or comments) outside ``mjxmeta/algo/students/`` uses none of DDPG's names."""
     root = Path(mjxmeta.__file__).parent
     hits = []
     for path in sorted(root.rglob("*.py")):

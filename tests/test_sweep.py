@@ -18,13 +18,14 @@ import numpy as np
 import pytest
 
 from conftest import small_config
-from mjxmeta import report as R
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.tools import report as R
 from mjxmeta.cli import build_parser, config_from_args, main
-from mjxmeta.config import (ConfigError, from_dict, point_config, sweep_points, sweepable_fields, to_dict,
+from mjxmeta.algo.config import (ConfigError, from_dict, point_config, sweep_points, sweepable_fields, to_dict,
                             validate)
-from mjxmeta.run import format_table, metric_rows, run_coordinates
-from mjxmeta.sinks import JsonlSink, parse_row
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.loop import format_table, metric_rows, run_coordinates
+from mjxmeta.runs.sinks import JsonlSink, parse_row
+from mjxmeta.algo.trainer import Trainer
 
 TINY = ["train", "--env", "pendulum", "--rollout-steps", "50", "--return-horizon", "50", "--hidden", "16,16",
         "--teacher-hidden", "16,16", "--batch-size", "32", "--buffer-size", "20000", "--log-every", "2",
@@ -103,10 +104,10 @@ def test_sweepable_fields_follow_the_teacher():
 def _final(config):
     """(trainer, host state after 2 chunks, metrics of the 2nd chunk, eval returns) of ``config``."""
     trainer = Trainer(config)
-    state = trainer.init_seeds(trainer.seed_keys())
+    state = programs_of(trainer).init_seeds(trainer.seed_keys())
     for _ in range(2):
-        state, metrics = trainer.run_chunk(state)
-    returns = trainer.evaluate_seeds(state, trainer.eval_keys(4))
+        state, metrics = programs_of(trainer).run_chunk(state)
+    returns = programs_of(trainer).evaluate_seeds(state, trainer.eval_keys(4))
     return trainer, jax.device_get((state, metrics, returns))
 
 
@@ -139,7 +140,7 @@ META_SWEEP = (("teacher.lr", (1e-3, 3e-2)), ("teacher.init_std", (0.2, 0.5)), ("
 def test_swept_run_equals_separate_runs_and_compiles_once(teacher, sweep, seeds, checked):
     config = small_config(teacher, seeds=seeds, sweep=sweep, visit_samples=20)
     trainer, swept = _final(config)
-    assert trainer.run_chunk._cache_size() == 1 and trainer.init_seeds._cache_size() == 1  # one compile each
+    assert programs_of(trainer).run_chunk._cache_size() == 1 and programs_of(trainer).init_seeds._cache_size() == 1  # one compile each
     assert swept[2].shape[0] == config.num_runs == 2 ** len(sweep) * seeds
     points = sweep_points(config)
     for v in checked:
@@ -202,28 +203,28 @@ def test_rows_carry_seed_and_values_and_report_groups_by_them(tmp_path):
 
 # ------------------------------------------------------------------ checkpoints carry the values
 def test_checkpoint_restores_the_swept_values_and_fills_them_into_older_checkpoints(tmp_path):
-    from mjxmeta.checkpoint import Checkpointer
+    from mjxmeta.runs.checkpoint import Checkpointer
 
     config = small_config("gaussian", seeds=2, sweep=(("student.tau", (0.01, 0.02)),))
     trainer = Trainer(config)
-    state = jax.device_get(trainer.init_seeds(trainer.seed_keys()))
+    state = jax.device_get(programs_of(trainer).init_seeds(trainer.seed_keys()))
     assert np.array_equal(state.hyper.student.tau, np.float32([0.01, 0.01, 0.02, 0.02]))
     for name, saved in (("now", state), ("older", state.replace(hyper=None))):  # older: written before `hyper`
         ckpt = Checkpointer(tmp_path / name)
         ckpt.save(2, saved, {"iteration": 2})
         ckpt.wait()
         ckpt.close()
-        restored, _ = Checkpointer(tmp_path / name, read_only=True).restore(trainer.abstract_state(), 2)
+        restored, _ = Checkpointer(tmp_path / name, read_only=True).restore(programs_of(trainer).abstract_state(), 2)
         for a, b in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
             np.testing.assert_array_equal(np.asarray(a), b)
     # a checkpoint that lacks a leaf the trainer cannot derive from the config is still refused
-    from mjxmeta.checkpoint import CheckpointCorrupt
+    from mjxmeta.runs.checkpoint import CheckpointCorrupt
     ckpt = Checkpointer(tmp_path / "broken")
     ckpt.save(2, state.replace(key=None), {"iteration": 2})
     ckpt.wait()
     ckpt.close()
     with pytest.raises(CheckpointCorrupt):
-        Checkpointer(tmp_path / "broken", read_only=True).restore(trainer.abstract_state(), 2)
+        Checkpointer(tmp_path / "broken", read_only=True).restore(programs_of(trainer).abstract_state(), 2)
 
 
 def test_train_writes_swept_rows_and_resumes_them(tmp_path, capsys):

@@ -15,11 +15,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta.checkpoint import Checkpointer
-from mjxmeta.config import Config, ConfigError, StudentConfig, TeacherConfig, check_explicit_fields, validate
-from mjxmeta.students import TD3, TD3State, make
-from mjxmeta.students.ddpg import init_normalizer, update_normalizer
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.runs.checkpoint import Checkpointer
+from mjxmeta.algo.config import Config, ConfigError, StudentConfig, TeacherConfig, check_explicit_fields, validate
+from mjxmeta.algo.students import TD3, TD3State, make
+from mjxmeta.algo.students.ddpg import init_normalizer, update_normalizer
+from mjxmeta.algo.trainer import Trainer
 from test_trainer import train_and_evaluate
 from test_ddpg import (ACT, B, GAMMA, L2, OBS, _a, close, make_batch, make_norm_data, np_actor, np_critic,
                        np_hidden_kernel_sq, np_normalize, random_params)
@@ -198,18 +199,18 @@ def test_meta_state_look_ahead_tau_sweep_and_checkpoint_resume_bit_identical(tmp
     config = small_config("meta_state", seeds=2, student_name="td3", total_steps=4 * 250, log_every=2,
                           visit_samples=0, sweep=(("student.tau", (0.005, 0.05)),))
     trainer = Trainer(config)
-    init = jax.device_get(trainer.init_seeds(trainer.shard(trainer.seed_keys())))
-    half, _ = trainer.run_chunk(trainer.init_seeds(trainer.shard(trainer.seed_keys())))
+    init = jax.device_get(programs_of(trainer).init_seeds(programs_of(trainer).shard(trainer.seed_keys())))
+    half, _ = programs_of(trainer).run_chunk(programs_of(trainer).init_seeds(programs_of(trainer).shard(trainer.seed_keys())))
     ckpt = Checkpointer(tmp_path, keep=1)
     ckpt.save(2, half, {"iteration": 2, "chunk": 1})
     ckpt.wait()
     saved = jax.device_get(half)
-    straight, metrics = trainer.run_chunk(half)  # donates ``half``
-    restored, record = ckpt.restore_verified(trainer.abstract_state())
+    straight, metrics = programs_of(trainer).run_chunk(half)  # donates ``half``
+    restored, record = ckpt.restore_verified(programs_of(trainer).abstract_state())
     ckpt.close()
     assert record["iteration"] == 2 and isinstance(restored.student, TD3State)
     assert_bit_identical(restored, saved)
-    resumed, _ = trainer.run_chunk(restored)
+    resumed, _ = programs_of(trainer).run_chunk(restored)
     assert_bit_identical(resumed, straight)
     # 4 iterations x the student's own updates; the look-aheads' updates went to the discarded copies.
     np.testing.assert_array_equal(np.asarray(straight.student.step), [4 * config.student_updates] * 4)
@@ -236,7 +237,7 @@ def assert_bit_identical(a, b):
 # vmapped seeds, 12.5k env steps (125 iterations of 100 steps, 50 updates each), final evaluation on
 # 10 full episodes per seed. Asserted: at least 3 of the 4 seeds above -400.
 #
-# Measured (S = 12 per base seed, ``mjxmeta.run.train`` with evaluations every 2.5k steps):
+# Measured (S = 12 per base seed, ``mjxmeta.runs.loop.train`` with evaluations every 2.5k steps):
 #   7.5k steps, base seeds 0-9 (120 seeds): 38 below -400 (17-58 % of each group of 12): too early.
 #   10k steps, base seeds 0-9 (120 seeds): 118 in [-338, -88]; one at -824 (recovered: -165 at
 #     12.5k) and one stuck at ~-1600 (base 6, seed 6: -1494 at 10k, then -1615 / -1609 / -1612 / -1621

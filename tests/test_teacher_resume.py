@@ -9,9 +9,10 @@ import jax
 import numpy as np
 import pytest
 
-from mjxmeta.checkpoint import Checkpointer
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig
-from mjxmeta.trainer import Trainer
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.runs.checkpoint import Checkpointer
+from mjxmeta.algo.config import Config, MetaConfig, StudentConfig, TeacherConfig
+from mjxmeta.algo.trainer import Trainer
 
 
 def leaves(tree):
@@ -27,19 +28,19 @@ def test_two_chunks_equal_one_chunk_checkpoint_restore_one_chunk(name, estimator
                teacher=TeacherConfig(name=name, hidden=(8,), estimator=estimator),
                meta=MetaConfig(return_horizon=20, lookahead_updates=2, grad_horizon=5))
     tr = Trainer(c)
-    s0 = tr.init_seeds(tr.seed_keys())
+    s0 = programs_of(tr).init_seeds(tr.seed_keys())
     teacher0 = jax.tree.map(np.asarray, s0.teacher)  # run_chunk donates its input
-    s1, m1 = tr.run_chunk(s0)
+    s1, m1 = programs_of(tr).run_chunk(s0)
     ckpt = Checkpointer(tmp_path)
     ckpt.save(2, s1, {"iteration": 2})
     ckpt.wait()
-    restored, _ = ckpt.restore(tr.abstract_state())
+    restored, _ = ckpt.restore(programs_of(tr).abstract_state())
     ckpt.close()
     a = leaves(s1)
     b = leaves(restored)
     assert len(a) == len(b) and all(x.dtype == y.dtype and np.array_equal(x, y) for x, y in zip(a, b))
-    straight, m_a = jax.tree.map(np.asarray, tr.run_chunk(s1))
-    resumed, m_b = tr.run_chunk(restored)
+    straight, m_a = jax.tree.map(np.asarray, programs_of(tr).run_chunk(s1))
+    resumed, m_b = programs_of(tr).run_chunk(restored)
     assert all(np.array_equal(x, y) for x, y in zip(leaves((straight, m_a)), leaves((resumed, m_b))))
     # the teacher's own state is in there and moves
     if name != "meta":  # meta's memory is a placeholder of zeros

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from mjxmeta.config import TeacherConfig
-from mjxmeta import teachers
-from mjxmeta.teachers import Teacher, gaussian_log_prob
+from mjxmeta.algo.config import TeacherConfig
+from mjxmeta.algo import teachers
+from mjxmeta.algo.teachers import Teacher, gaussian_log_prob
 
 OBS, A = 3, 2
 HIDDEN = (8, 8)

@@ -1,4 +1,4 @@
-"""Tests of the fused trainer (``mjxmeta.trainer.Trainer``) on the pure-JAX pendulum.
+"""Tests of the fused trainer (``mjxmeta.algo.trainer.Trainer``) on the pure-JAX pendulum.
 
 Compile time dominates, so trainers are cached per Config (``_trainer``) and
 shared between tests that use the same config; no test relies on another one
@@ -18,8 +18,10 @@ import numpy as np
 import pytest
 
 from conftest import leaf_signature, small_config, tree_index
-from mjxmeta.config import Config, MetaConfig, StudentConfig, TeacherConfig
-from mjxmeta.trainer import Trainer
+from mjxmeta.algo.config import num_chunks
+from mjxmeta.runs.programs import programs_of
+from mjxmeta.algo.config import Config, MetaConfig, StudentConfig, TeacherConfig
+from mjxmeta.algo.trainer import Trainer
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,27 +57,27 @@ OU_CFG = small_config("ou", seeds=2, buffer_size=120)
 def test_no_recompile_and_stable_leaf_types():
     cfg = META_STATE_CFG
     trainer = _trainer(cfg)
-    state = trainer.init_seeds(trainer.seed_keys())
+    state = programs_of(trainer).init_seeds(trainer.seed_keys())
     sig0 = leaf_signature(state)
     # Sanity: the state really carries a seed axis and typed counters.
     assert state.iteration.shape == (cfg.seeds,) and state.iteration.dtype == jnp.int32
     assert state.env_steps.dtype == jnp.int32 and not state.env_steps.weak_type
 
     for chunk in range(3):
-        state, metrics = trainer.run_chunk(state)
+        state, metrics = programs_of(trainer).run_chunk(state)
         sig = leaf_signature(state)
         assert sig[0] == sig0[0], "pytree structure changed after a chunk"
         bad = [(i, a, b) for i, (a, b) in enumerate(zip(sig0[1], sig[1])) if a != b]
         assert not bad, f"leaf (shape, dtype, weak_type) changed after chunk {chunk}: {bad[:5]}"
         assert all(v.shape == (cfg.seeds, cfg.log_every) for v in jax.tree.leaves(metrics))
-    assert trainer.run_chunk._cache_size() == 1
+    assert programs_of(trainer).run_chunk._cache_size() == 1
 
     for it in range(3):
-        returns = trainer.evaluate_seeds(state, trainer.eval_keys(it))
+        returns = programs_of(trainer).evaluate_seeds(state, trainer.eval_keys(it))
         assert returns.shape == (cfg.seeds, cfg.eval_envs)
         assert np.isfinite(np.asarray(returns)).all()
-    assert trainer.evaluate_seeds._cache_size() == 1
-    assert trainer.init_seeds._cache_size() == 1
+    assert programs_of(trainer).evaluate_seeds._cache_size() == 1
+    assert programs_of(trainer).init_seeds._cache_size() == 1
 
 
 # ------------------------------------------------ (b) vmap == single-seed runs
@@ -119,10 +121,10 @@ def test_vmapped_seed_equals_single_seed_run():
     n = chunks * cfg.log_every
     keys = trainer.seed_keys()
 
-    batched = trainer.init_seeds(keys)
+    batched = programs_of(trainer).init_seeds(keys)
     batched_init = _np(batched)
     for _ in range(chunks):
-        batched, _ = trainer.run_chunk(batched)
+        batched, _ = programs_of(trainer).run_chunk(batched)
     batched = _np(batched)
 
     run_n = jax.jit(lambda s: trainer.run(s, n))
@@ -165,11 +167,11 @@ def test_step_accounting_and_replay_growth(cfg):
 
     trainer = _trainer(cfg)
     capacity = cfg.student.buffer_size
-    state = trainer.init_seeds(trainer.seed_keys())
+    state = programs_of(trainer).init_seeds(trainer.seed_keys())
     np.testing.assert_array_equal(_replay_size(trainer, state), 0)
     np.testing.assert_array_equal(np.asarray(state.env_steps), 0)
     for chunk in range(1, 4):
-        state, _ = trainer.run_chunk(state)
+        state, _ = programs_of(trainer).run_chunk(state)
         n = chunk * cfg.log_every
         np.testing.assert_array_equal(np.asarray(state.iteration), n)
         np.testing.assert_array_equal(np.asarray(state.env_steps), n * cfg.steps_per_iteration)
@@ -183,7 +185,7 @@ INT32_MAX = 2**31 - 1
 
 
 def test_executed_steps_fit_the_int32_counter():
-    from mjxmeta.config import ConfigError, validate
+    from mjxmeta.algo.config import ConfigError, validate
     # gaussian, T = 1500 -> 1500 steps per iteration; log_every = 10**6 -> 1.5e9 steps per chunk;
     # total_steps = 2e9 (the accepted maximum) -> 2 chunks = 3e9 env steps.
     cfg = small_config("gaussian", rollout_steps=1500, total_steps=2_000_000_000, log_every=10**6)
@@ -198,7 +200,7 @@ def test_look_ahead_leaves_student_unchanged():
     cfg = META_CFG
     trainer = _trainer(cfg)
     # Seed 0 after one chunk: trained student, non-trivial normalizer and teacher.
-    state, _ = trainer.run_chunk(trainer.init_seeds(trainer.seed_keys()))
+    state, _ = programs_of(trainer).run_chunk(programs_of(trainer).init_seeds(trainer.seed_keys()))
     state = tree_index(state, 0)
 
     @jax.jit
@@ -226,9 +228,9 @@ def test_look_ahead_leaves_student_unchanged():
 
 def _teacher_params_after_chunk(cfg):
     trainer = _trainer(cfg)
-    state = trainer.init_seeds(trainer.seed_keys())
+    state = programs_of(trainer).init_seeds(trainer.seed_keys())
     before = _np(state.teacher.params)
-    state, _ = trainer.run_chunk(state)
+    state, _ = programs_of(trainer).run_chunk(state)
     return before, _np(state.teacher.params)
 
 
@@ -270,7 +272,7 @@ def test_teacher_params_change_only_for_meta_teachers(name):
 
 def test_ou_with_zero_sigma_is_rejected_or_initializes():
     """Either fix passes: validate() rejects ou_sigma = 0, or the ou teacher initializes with it."""
-    from mjxmeta.config import ConfigError, validate
+    from mjxmeta.algo.config import ConfigError, validate
     cfg = small_config("ou", teacher_ou_sigma=0.0)
     try:
         validate(cfg)
@@ -341,14 +343,14 @@ def meta_learning_config(seed: int = 0, seeds: int = 3) -> Config:
 def train_and_evaluate(cfg: Config) -> np.ndarray:
     """Runs the whole budget chunk by chunk; returns final eval returns (S, eval_envs)."""
     trainer = _trainer(cfg)
-    state = trainer.init_seeds(trainer.seed_keys())
-    for _ in range(trainer.num_chunks):
-        state, metrics = trainer.run_chunk(state)
-    n_iter = trainer.num_chunks * cfg.log_every
+    state = programs_of(trainer).init_seeds(trainer.seed_keys())
+    for _ in range(num_chunks(trainer.config)):
+        state, metrics = programs_of(trainer).run_chunk(state)
+    n_iter = num_chunks(trainer.config) * cfg.log_every
     np.testing.assert_array_equal(np.asarray(state.iteration), n_iter)
     np.testing.assert_array_equal(np.asarray(state.env_steps), n_iter * cfg.steps_per_iteration)
     assert all(np.isfinite(np.asarray(v)).all() for v in jax.tree.leaves(metrics))
-    return np.asarray(trainer.evaluate_seeds(state, trainer.eval_keys(n_iter)))
+    return np.asarray(programs_of(trainer).evaluate_seeds(state, trainer.eval_keys(n_iter)))
 
 
 @pytest.mark.parametrize("teacher,make_config,threshold", [
@@ -375,7 +377,7 @@ def test_learning_starts_acts_uniformly_and_updates_nothing_until_it_is_reached(
     steps = probe.steps_per_iteration
     cfg = dataclasses.replace(probe, learning_starts=2 * steps)  # iterations 0 and 1 warm up
     trainer = _trainer(cfg)
-    state = tree_index(trainer.init_seeds(trainer.seed_keys()), 0)
+    state = tree_index(programs_of(trainer).init_seeds(trainer.seed_keys()), 0)
     it = jax.jit(trainer.iteration)
     first = _np(state)
     d0_actions = []
@@ -403,7 +405,7 @@ def test_learning_starts_acts_uniformly_and_updates_nothing_until_it_is_reached(
 
 
 def test_learning_starts_refused_at_or_beyond_the_budget():
-    from mjxmeta.config import ConfigError, validate
+    from mjxmeta.algo.config import ConfigError, validate
     with pytest.raises(ConfigError, match="learning_starts"):
         validate(small_config("gaussian", total_steps=10_000, learning_starts=10_000))
 
@@ -415,7 +417,7 @@ def test_lr_decay_scales_student_learning_rates_linearly_in_env_steps():
     base = small_config("gaussian", total_steps=10_000)
     plain, decay = _trainer(base), _trainer(dataclasses.replace(
         base, student=dataclasses.replace(base.student, lr_decay=0.0)))
-    state = tree_index(plain.init_seeds(plain.seed_keys()), 0)
+    state = tree_index(programs_of(plain).init_seeds(plain.seed_keys()), 0)
     state, _ = jax.jit(plain.iteration)(state)  # a buffer with data, a trained student
     h = plain.read_hyper(state).student
     half = decay.decayed(state.replace(env_steps=jnp.int32(5_000)), h)

@@ -10,7 +10,7 @@ Contenders, at matched settings (per preset; see ``PRESETS`` below):
 * the same peers as two concurrent processes (the aggregate that two cores
   give a user of a per-seed trainer);
 * the bare envs with random actions: native MuJoCo (gymnasium, one env) vs MJX
-  through ``mjxmeta.envs.make`` (auto-reset from a start pool refilled every
+  through ``mjxmeta.algo.envs.make`` (auto-reset from a start pool refilled every
   100 steps, as in training) at 1 and 16 envs.
 
 Every measurement is a fresh worker process that reports steady env steps/s
@@ -127,7 +127,7 @@ def worker_peer(lib: str, env_id: str, preset: str, seconds: float) -> None:
 
 def worker_mjx(env: str, preset: str, seeds: int, seconds: float) -> None:
     """mjxmeta ``gaussian``: compile + one warm chunk, then timed fused chunks (1000 env steps per seed each)."""
-    from mjxmeta import bench
+    from mjxmeta.tools import bench
 
     cell = bench.Cell(env, "gaussian", preset, seeds, 2, PRESETS[preset]["num_envs"], COMMON["buffer"])
     b = bench.setup(cell, log_every=10)
@@ -157,14 +157,14 @@ def worker_bare_native(env_id: str, seconds: float) -> None:
 
 
 def worker_bare_mjx(env: str, batch: int, seconds: float) -> None:
-    """Random actions on ``batch`` MJX envs from ``mjxmeta.envs.make``: a jitted 1000-step scan per call.
+    """Random actions on ``batch`` MJX envs from ``mjxmeta.algo.envs.make``: a jitted 1000-step scan per call.
 
     Auto-reset as in a ``gaussian`` training run: a pool of 10 fresh starts per
     env (T = 100 steps / 10), refilled every 100 steps.
     """
     import jax
 
-    from mjxmeta.envs import make
+    from mjxmeta.algo.envs import make
 
     e = make(env, starts_per_env=10)
 
@@ -300,7 +300,7 @@ def main(argv=None) -> int:
 def summarize(raw_path: Path, a) -> dict:
     """Medians per measurement and ratios of mjxmeta over each peer."""
     sys.path.insert(0, str(ROOT))
-    from mjxmeta.bench import machine, versions
+    from mjxmeta.tools.bench import machine, versions
 
     rows = [json.loads(x) for x in raw_path.read_text().splitlines()]
     by: dict[str, list[float]] = {}

@@ -40,10 +40,10 @@ def main(argv: list[str]) -> int:
             stamp(f"event {event} {duration:.2f}s {kw.get('fun_name', '')}")
 
     monitoring.register_event_duration_secs_listener(on_duration)
-    import mjxmeta.checkpoint as checkpoint
+    import mjxmeta.runs.checkpoint as checkpoint
     import mjxmeta.cli as cli
-    import mjxmeta.run as run
-    import mjxmeta.trainer as trainer
+    import mjxmeta.runs.loop as run
+    import mjxmeta.algo.trainer as trainer
 
     stamp("import mjxmeta")
 
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> int:
                 pass
             stamp(f"< {label}")
             return out
-        if hasattr(f, "out_shapes"):  # a stored program (mjxmeta.program_cache): its output shapes, untraced
+        if hasattr(f, "out_shapes"):  # a stored program (mjxmeta.runs.program_cache): its output shapes, untraced
             g.out_shapes = f.out_shapes
         return g
 

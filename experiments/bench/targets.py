@@ -34,7 +34,7 @@ ROOT = HERE.parents[1]
 RESULTS = HERE / "results"
 sys.path.insert(0, str(ROOT))
 
-from mjxmeta.bench import PIECE_LABELS, PIECES, machine, versions  # noqa: E402
+from mjxmeta.tools.bench import PIECE_LABELS, PIECES, machine, versions  # noqa: E402
 
 # name -> mjxmeta bench arguments (one process, cells alternating)
 BENCHES = {

@@ -73,9 +73,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=HERE / "results")
     a = p.parse_args()
 
-    from mjxmeta.checkpoint import Checkpointer
-    from mjxmeta.envs import make_base
-    from mjxmeta.run import load_checkpoint
+    from mjxmeta.runs.checkpoint import Checkpointer
+    from mjxmeta.algo.envs import make_base
+    from mjxmeta.runs.loop import load_checkpoint
 
     ckpt = Checkpointer(a.run_dir, read_only=True)
     steps = sorted(ckpt.all_steps())

@@ -1,6 +1,6 @@
 """mjxmeta's DDPG student in SB3's host loop on gymnasium's inverted pendulum (issue 17, item 1).
 
-Separates the student's mathematics (``mjxmeta.students.DDPG``: networks, losses,
+Separates the student's mathematics (``mjxmeta.algo.students.DDPG``: networks, losses,
 Adam, Polyak targets, observation statistics) from everything else the fused
 trainer does (MJX physics, auto-reset pool, the scan, the teacher). The loop is
 SB3's off-policy loop with the settings of ``sbx_peers.py``: one gymnasium env,
@@ -42,9 +42,9 @@ def run(seed: int, model: str, student_kw: dict, learning_starts: int) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from mjxmeta.config import StudentConfig
-    from mjxmeta.replay import Transition
-    from mjxmeta.students import DDPG, init_normalizer, update_normalizer
+    from mjxmeta.algo.config import StudentConfig
+    from mjxmeta.algo.replay import Transition
+    from mjxmeta.algo.students import DDPG, init_normalizer, update_normalizer
 
     sys.path.insert(0, str(HERE))
     from sbx_peers import evaluate, model_xml  # noqa: E402  (same env files and evaluation as the SBX runs)

@@ -124,11 +124,11 @@ def run_dir(env: str) -> Path:
 # ------------------------------------------------------------------------------------------- checkpoints
 def make_checkpoints(env: str, label: str = "") -> None:
     """Trains meta_variance and saves checkpoints at the iterations nearest 5k, 10k and 30k env steps."""
-    from mjxmeta.config import Config, StudentConfig, TeacherConfig
-    from mjxmeta.run import train
-    from mjxmeta.rundir import holds_run, prepare_run_dir
+    from mjxmeta.algo.config import Config, StudentConfig, TeacherConfig
+    from mjxmeta.runs.loop import train
+    from mjxmeta.runs.layout import holds_run, prepare_run_dir
 
-    from mjxmeta.config import MetaConfig
+    from mjxmeta.algo.config import MetaConfig
 
     # The committed results used these (the defaults of the day each checkpoint was made): pendulum
     # the D0-only look-ahead, the other envs the mixed one.
@@ -154,7 +154,7 @@ def load(env: str, at: str):
     """(trainer config, single-seed TrainState) of the checkpoint ``at``."""
     import jax
 
-    from mjxmeta.run import load_checkpoint
+    from mjxmeta.runs.loop import load_checkpoint
 
     its = json.loads((run_dir(env) / "iterations.json").read_text())
     trainer, state, record = load_checkpoint(run_dir(env), its[at])
@@ -184,8 +184,8 @@ def draw_fn(config, base_state, baseline: float = 0.0):
     import jax.flatten_util
     import jax.numpy as jnp
 
-    from mjxmeta import meta
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo import meta
+    from mjxmeta.algo.trainer import Trainer
 
     tr = Trainer(config)
     teacher0 = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
@@ -217,7 +217,7 @@ def run_draws(fn, tr, n: int, log_stds, seed: int, chunk: int = 64):
 
 
 def study_config(config, meta_kw=None, teacher_kw=None):
-    from mjxmeta.config import validate
+    from mjxmeta.algo.config import validate
 
     meta_kw = dict(meta_kw or {})
     teacher_kw = dict(teacher_kw or {})
@@ -351,8 +351,8 @@ def stage_cost(env: str, at: str, settings, reps: int, design: str = "mixed0.25_
 
     import jax
 
-    from mjxmeta import meta
-    from mjxmeta.trainer import Trainer
+    from mjxmeta.algo import meta
+    from mjxmeta.algo.trainer import Trainer
 
     config, base_state, record = load(env, at)
     label = student_label(env)

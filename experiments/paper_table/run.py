@@ -26,9 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from mjxmeta.config import ENV_NAMES as ENVS
-from mjxmeta.config import TEACHER_NAMES as TEACHERS
-from mjxmeta.run import CHECKPOINTS, CONFIG
+from mjxmeta.algo.config import ENV_NAMES as ENVS
+from mjxmeta.algo.config import TEACHER_NAMES as TEACHERS
+from mjxmeta.runs.loop import CHECKPOINTS, CONFIG
 PROFILES = {
     # env -> env-step budget per seed
     "cpu": {"pendulum": 20_000, "inverted_pendulum": 30_000, "inverted_double_pendulum": 20_000,
@@ -41,7 +41,7 @@ EVAL_ENVS = {"cpu": 3, "paper": 10}
 
 def cell_flags(profile: str, env: str, teacher: str, seeds: int) -> list[str]:
     """``mjxmeta train`` flags of one cell; log_every gives ~LOG_POINTS log points."""
-    from mjxmeta.config import Config, TeacherConfig
+    from mjxmeta.algo.config import Config, TeacherConfig
 
     budget = PROFILES[profile][env]
     per_iter = Config(env=env, teacher=TeacherConfig(name=teacher)).steps_per_iteration
@@ -53,7 +53,7 @@ def cell_flags(profile: str, env: str, teacher: str, seeds: int) -> list[str]:
 
 def finished(run_dir: Path) -> bool:
     """True when the run's last checkpoint covers its whole budget."""
-    from mjxmeta.run import load_config
+    from mjxmeta.runs.loop import load_config
 
     ckpts = run_dir / CHECKPOINTS
     if not (run_dir / CONFIG).exists() or not ckpts.exists():

@@ -9,7 +9,7 @@ One *piece* is one ``mjxmeta train`` run of one (env, student, teacher) with
 
 A piece whose results exist (``results/<env>/<student>-<teacher>/metrics.jsonl``)
 is skipped; a piece whose student or teacher this checkout does not have yet
-(``mjxmeta.config.STUDENT_NAMES`` / ``TEACHER_NAMES``), or whose env needs an
+(``mjxmeta.algo.config.STUDENT_NAMES`` / ``TEACHER_NAMES``), or whose env needs an
 extra that is not installed, is listed as unavailable and skipped. With
 ``--commit`` each finished piece is committed on its own. A piece keeps:
 ``config.json``, ``metrics.jsonl``, the first and last D0 visitation samples,
@@ -82,7 +82,7 @@ def pieces(envs, students, teachers) -> list[tuple[str, str, str]]:
 
 def unavailable(env: str, student: str, teacher: str) -> str | None:
     """Why this checkout cannot run the piece, or None."""
-    from mjxmeta.config import STUDENT_NAMES, TEACHER_NAMES, Config, ConfigError, validate
+    from mjxmeta.algo.config import STUDENT_NAMES, TEACHER_NAMES, Config, ConfigError, validate
 
     if student not in STUDENT_NAMES:
         return f"student {student!r} not in this checkout (has {STUDENT_NAMES})"
@@ -101,7 +101,7 @@ def piece_dir(env: str, student: str, teacher: str) -> Path:
 
 def train_flags(env: str, student: str, teacher: str, seeds: int) -> list[str]:
     """``mjxmeta train`` flags of one piece: ~LOG_POINTS log points, EVAL_POINTS evaluations."""
-    from mjxmeta.config import Config, StudentConfig, TeacherConfig
+    from mjxmeta.algo.config import Config, StudentConfig, TeacherConfig
 
     budget = BUDGETS[env]
     flags = ["--env", env, "--student", student, "--seeds", str(seeds), "--total-steps", str(budget),

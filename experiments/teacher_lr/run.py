@@ -48,8 +48,8 @@ def finished(run_dir: Path) -> bool:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.exists():
         return False
-    from mjxmeta.config import executed_iterations
-    from mjxmeta.rundir import load_config
+    from mjxmeta.algo.config import executed_iterations
+    from mjxmeta.runs.layout import load_config
 
     last = max(json.loads(line)["iteration"] for line in metrics.read_text().splitlines() if line.strip())
     return last >= executed_iterations(load_config(run_dir))
@@ -57,7 +57,7 @@ def finished(run_dir: Path) -> bool:
 
 def summarize(run_dir: Path) -> dict:
     """Per swept lr: per-seed final return and teacher motion (see the module docstring)."""
-    from mjxmeta.rundir import load_config
+    from mjxmeta.runs.layout import load_config
 
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
     log_std0 = math.log(load_config(run_dir).teacher.init_std)  # log sigma before the first teacher step
