@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mjxmeta.algo import meta
+from mjxmeta.algo import estimators
 from mjxmeta.algo.config import TeacherConfig
 from mjxmeta.algo import teachers
 
@@ -109,8 +109,8 @@ def mc_estimate(name):
         inputs = jnp.broadcast_to(u, (K,) + u.shape)               # (K, T, input_size)
         raw, _ = teacher.sample(params, jnp.zeros((1, 1)), key, inputs)  # (K, T, A)
         rewards = toy_reward(raw, c)
-        adv, _ = meta.advantages(rewards, jnp.zeros(()), "leave_one_out", 0.9)
-        g = meta.reinforce_gradient(teacher, params, inputs, raw, adv)
+        adv, _ = estimators.advantages(rewards, jnp.zeros(()), "leave_one_out", 0.9)
+        g = estimators.reinforce_gradient(teacher, params, inputs, raw, adv)
         per_k = per_candidate_grads(teacher, params, inputs, raw)
         terms = jax.tree.map(lambda x: adv.reshape((K,) + (1,) * (x.ndim - 1)) * x, per_k)
         return dict(g=g, term_mean=jax.tree.map(lambda x: x.mean(0), terms),
@@ -170,8 +170,8 @@ def test_single_candidate_no_baseline_is_paper_estimator(name):
     def run(params, key):
         raw, _ = teacher.sample(params, jnp.zeros((1, 1)), key, u[None])  # (1, T, A)
         r = toy_reward(raw, c)
-        adv, _ = meta.advantages(r, jnp.asarray(3.0), "none", 0.9)
-        g = meta.reinforce_gradient(teacher, params, u[None], raw, adv)
+        adv, _ = estimators.advantages(r, jnp.asarray(3.0), "none", 0.9)
+        g = estimators.reinforce_gradient(teacher, params, u[None], raw, adv)
         manual = jax.grad(lambda p: jnp.sum(teacher.log_prob(p, u, raw[0])))(params)
         return r, adv, g, manual
 
@@ -201,8 +201,8 @@ def repeated_estimates():
         signal_r = 100.0 + toy_reward(raw, jnp.asarray([0.3, 0.0]))  # large constant offset
 
         def est(r, mode):
-            adv, _ = meta.advantages(r, jnp.zeros(()), mode, 0.9)
-            return meta.reinforce_gradient(teacher, params, inputs, raw, adv)["log_std"]
+            adv, _ = estimators.advantages(r, jnp.zeros(()), mode, 0.9)
+            return estimators.reinforce_gradient(teacher, params, inputs, raw, adv)["log_std"]
 
         return dict(indep_loo=est(noise_r, "leave_one_out"), indep_none=est(noise_r, "none"),
                     sig_loo=est(signal_r, "leave_one_out"), sig_none=est(signal_r, "none"))
@@ -233,36 +233,36 @@ def test_leave_one_out_has_lower_variance_with_offset_rewards():
 
 def test_advantages_by_hand():
     r = jnp.asarray([1.0, 2.0, 6.0])
-    adv, ema = meta.advantages(r, jnp.asarray(2.0), "leave_one_out", 0.9)
+    adv, ema = estimators.advantages(r, jnp.asarray(2.0), "leave_one_out", 0.9)
     # b_k = mean of the others: [4, 3.5, 1.5]
     np.testing.assert_allclose(np.asarray(adv), [-3.0, -1.5, 4.5], rtol=1e-6)
     np.testing.assert_allclose(float(ema), 0.9 * 2.0 + 0.1 * 3.0, rtol=1e-6)
-    adv_auto, _ = meta.advantages(r, jnp.asarray(2.0), "auto", 0.9)
+    adv_auto, _ = estimators.advantages(r, jnp.asarray(2.0), "auto", 0.9)
     np.testing.assert_array_equal(np.asarray(adv_auto), np.asarray(adv))
 
     # ema: advantage uses the *old* ema; ema <- decay ema + (1 - decay) mean R.
-    adv, ema = meta.advantages(r, jnp.asarray(2.0), "ema", 0.9)
+    adv, ema = estimators.advantages(r, jnp.asarray(2.0), "ema", 0.9)
     np.testing.assert_allclose(np.asarray(adv), [-1.0, 0.0, 4.0], rtol=1e-6)
     np.testing.assert_allclose(float(ema), 2.1, rtol=1e-6)
     # K = 1: auto falls back to ema.
-    adv, ema = meta.advantages(jnp.asarray([5.0]), jnp.asarray(1.0), "auto", 0.5)
+    adv, ema = estimators.advantages(jnp.asarray([5.0]), jnp.asarray(1.0), "auto", 0.5)
     np.testing.assert_allclose(np.asarray(adv), [4.0])
     np.testing.assert_allclose(float(ema), 3.0)
     # none: the rewards themselves.
-    adv, _ = meta.advantages(r, jnp.asarray(2.0), "none", 0.9)
+    adv, _ = estimators.advantages(r, jnp.asarray(2.0), "none", 0.9)
     np.testing.assert_array_equal(np.asarray(adv), np.asarray(r))
 
     with pytest.raises(ValueError, match="leave_one_out"):
-        meta.advantages(jnp.asarray([1.0]), jnp.zeros(()), "leave_one_out", 0.9)
+        estimators.advantages(jnp.asarray([1.0]), jnp.zeros(()), "leave_one_out", 0.9)
     with pytest.raises(ValueError, match="unknown baseline"):
-        meta.advantages(r, jnp.zeros(()), "mean", 0.9)
+        estimators.advantages(r, jnp.zeros(()), "mean", 0.9)
 
 
 def test_ema_recursion_over_iterations():
     rs = [np.array([1.0, 3.0]), np.array([-2.0, 0.0]), np.array([10.0, 4.0])]
     ema, want = jnp.zeros(()), 0.0
     for r in rs:
-        adv, ema = meta.advantages(jnp.asarray(r), ema, "ema", 0.8)
+        adv, ema = estimators.advantages(jnp.asarray(r), ema, "ema", 0.8)
         np.testing.assert_allclose(np.asarray(adv), r - want, rtol=1e-6, atol=1e-6)
         want = 0.8 * want + 0.2 * r.mean()
         np.testing.assert_allclose(float(ema), want, rtol=1e-6)
@@ -271,5 +271,5 @@ def test_ema_recursion_over_iterations():
 # --------------------------------------------------------------------------- (c) meta-rewards
 def test_meta_rewards():
     returns = jnp.asarray([10.0, 12.5, 7.0, 10.0])  # [R(pi), R(pi'_1), R(pi'_2), R(pi'_3)]
-    np.testing.assert_allclose(np.asarray(meta.meta_rewards(returns)), [2.5, -3.0, 0.0])
-    assert meta.meta_rewards(jnp.asarray([1.0, 4.0])).shape == (1,)
+    np.testing.assert_allclose(np.asarray(estimators.meta_rewards(returns)), [2.5, -3.0, 0.0])
+    assert estimators.meta_rewards(jnp.asarray([1.0, 4.0])).shape == (1,)

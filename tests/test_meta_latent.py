@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import stats
 
-from mjxmeta.algo import meta, teachers
+from mjxmeta.algo import estimators, teachers
 from mjxmeta.algo.config import Config, StudentConfig, TeacherConfig
 from mjxmeta.algo.trainer import Trainer
 
@@ -89,7 +89,7 @@ def test_log_prob_counts_the_latent_once_per_episode_and_the_gradient_in_m_is_ex
     adv = np.array([1.5, -0.5], np.float32)
 
     logp, grad = jax.jit(lambda p: (teacher.log_prob(p, u, raw),
-                                    meta.reinforce_gradient(teacher, p, u, raw, adv)))(params)
+                                    estimators.reinforce_gradient(teacher, p, u, raw, adv)))(params)
     m = np.asarray(params["latent_mean"], np.float64)
     sd_z = np.exp(np.asarray(teacher.latent_log_std(params), np.float64))
     sigma = np.exp(np.asarray(teacher.log_std(params), np.float64))

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from mjxmeta.runs.programs import programs_of
-from mjxmeta.algo import meta
+from mjxmeta.algo import diagnostics, estimators, lookahead
 from mjxmeta.algo.config import Config, ConfigError, MetaConfig, StudentConfig, TeacherConfig, validate
 from mjxmeta.algo.replay import Transition
 from mjxmeta.algo import teachers
@@ -43,9 +43,9 @@ def test_es_gradient_matches_known_gradient_of_a_quadratic():
 
     @jax.jit
     def run(key):
-        deltas = meta.perturbations(key, theta, k)
-        rewards = jax.vmap(J)(meta.perturb(theta, deltas, s))
-        g = meta.es_gradient(deltas, rewards, s)
+        deltas = estimators.perturbations(key, theta, k)
+        rewards = jax.vmap(J)(estimators.perturb(theta, deltas, s))
+        g = estimators.es_gradient(deltas, rewards, s)
         # per-pair terms (R_k - R_{k+K/2}) delta_k / (2 s) for the standard error
         pair = jax.tree.map(lambda d: (rewards[:k // 2] - rewards[k // 2:]).reshape((-1,) + (1,) * (d.ndim - 1))
                             * d[:k // 2] / (2 * s), deltas)
@@ -62,8 +62,8 @@ def test_es_pair_is_an_exact_directional_derivative_for_a_quadratic():
     """One antithetic pair: g = (grad J . d) d exactly (up to float32 rounding)."""
     theta = {"log_std": jnp.asarray([0.3, -0.2])}
     J = lambda p: 2.0 * p["log_std"][0] - jnp.sum(jnp.square(p["log_std"] - 1.0))  # noqa: E731
-    deltas = meta.perturbations(jax.random.PRNGKey(0), theta, 2)
-    g = meta.es_gradient(deltas, jax.vmap(J)(meta.perturb(theta, deltas, 0.05)), 0.05)["log_std"]
+    deltas = estimators.perturbations(jax.random.PRNGKey(0), theta, 2)
+    g = estimators.es_gradient(deltas, jax.vmap(J)(estimators.perturb(theta, deltas, 0.05)), 0.05)["log_std"]
     d = np.asarray(deltas["log_std"][0], np.float64)
     want = np.dot(np.asarray(jax.grad(J)(theta)["log_std"]), d) * d
     np.testing.assert_allclose(np.asarray(g), want, rtol=1e-3, atol=1e-5)
@@ -71,19 +71,19 @@ def test_es_pair_is_an_exact_directional_derivative_for_a_quadratic():
 
 # --------------------------------------------------------------------------- antithetic pairing
 def test_antithetic_noise_and_perturbations_are_exactly_mirrored():
-    eps = np.asarray(meta.candidate_noise(jax.random.PRNGKey(1), 6, (4, 2), "antithetic"))
+    eps = np.asarray(estimators.candidate_noise(jax.random.PRNGKey(1), 6, (4, 2), "antithetic"))
     assert eps.shape == (6, 4, 2)
     np.testing.assert_array_equal(eps[3:], -eps[:3])
     assert np.all(eps[:3] != 0) and len({eps[i].tobytes() for i in range(3)}) == 3  # distinct pairs
-    common = np.asarray(meta.candidate_noise(jax.random.PRNGKey(1), 4, (5,), "common"))
+    common = np.asarray(estimators.candidate_noise(jax.random.PRNGKey(1), 4, (5,), "common"))
     assert all(np.array_equal(common[0], common[i]) for i in range(4))
-    indep = np.asarray(meta.candidate_noise(jax.random.PRNGKey(1), 4, (5,), "independent"))
+    indep = np.asarray(estimators.candidate_noise(jax.random.PRNGKey(1), 4, (5,), "independent"))
     assert len({indep[i].tobytes() for i in range(4)}) == 4
     with pytest.raises(ValueError, match="even"):
-        meta.candidate_noise(jax.random.PRNGKey(1), 3, (5,), "antithetic")
+        estimators.candidate_noise(jax.random.PRNGKey(1), 3, (5,), "antithetic")
     with pytest.raises(ValueError, match="unknown noise mode"):
-        meta.candidate_noise(jax.random.PRNGKey(1), 2, (5,), "mirror")
-    deltas = meta.perturbations(jax.random.PRNGKey(2), {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}, 4)
+        estimators.candidate_noise(jax.random.PRNGKey(1), 2, (5,), "mirror")
+    deltas = estimators.perturbations(jax.random.PRNGKey(2), {"a": jnp.zeros((3,)), "b": jnp.zeros((2, 2))}, 4)
     for leaf in jax.tree.leaves(deltas):
         np.testing.assert_array_equal(np.asarray(leaf[2:]), -np.asarray(leaf[:2]))
 
@@ -110,7 +110,7 @@ def test_mixed_minibatch_has_exact_d0_count_and_common_buffer_rows(fraction, n_d
     @jax.jit
     def batches(d0s, keys, buffer_key):
         def one(d0, key):
-            sample = meta.lookahead_sampler(d0, bs, n_d0, buffer_rows)
+            sample = lookahead.lookahead_sampler(d0, bs, n_d0, buffer_rows)
             _, out = jax.lax.scan(lambda c, _: sample(c), (key, buffer_key), None, length=5)
             return out
         return jax.vmap(one)(d0s, keys)
@@ -133,7 +133,7 @@ def test_mixed_minibatch_has_exact_d0_count_and_common_buffer_rows(fraction, n_d
 def test_mixed_minibatch_falls_back_to_d0_while_the_buffer_is_empty():
     d0 = _transitions(100, 1.0, 0.0)
     empty = lambda key: (_transitions(64, -1.0, -1.0), jnp.asarray(False))  # noqa: E731
-    sample = meta.lookahead_sampler(d0, 64, 16, empty)
+    sample = lookahead.lookahead_sampler(d0, 64, 16, empty)
     _, batch = jax.jit(sample)((jax.random.PRNGKey(0), jax.random.PRNGKey(1)))
     np.testing.assert_array_equal(np.asarray(batch.reward), 1.0)
 
@@ -163,11 +163,11 @@ def test_option_validation():
 def test_diagnostics_by_hand():
     teacher = teachers.make(TeacherConfig(name="meta_variance", log_std_bound="clip"), 3, 2)
     p0 = {"log_std": jnp.asarray([-1.0, -2.0])}
-    d = meta.init_diagnostics(teacher, p0)
+    d = diagnostics.init_diagnostics(teacher, p0)
     p1 = {"log_std": jnp.asarray([-0.5, -2.0])}
     g1 = {"log_std": jnp.asarray([3.0, 4.0])}
-    d, m = meta.diagnose(teacher, d, p0, p1, g1, jnp.asarray([1.0, 3.0]), jnp.asarray([-2.0, 2.0]))
-    assert set(m) == set(meta.DIAGNOSTIC_METRICS)
+    d, m = diagnostics.diagnose(teacher, d, p0, p1, g1, jnp.asarray([1.0, 3.0]), jnp.asarray([-2.0, 2.0]))
+    assert set(m) == set(diagnostics.DIAGNOSTIC_METRICS)
     np.testing.assert_allclose(float(m["teacher_grad_norm"]), 5.0, rtol=1e-6)
     np.testing.assert_allclose(float(m["teacher_grad_log_std"]), 3.5, rtol=1e-6)
     assert float(m["grad_cosine_ema"]) == 0.0                      # no previous gradient yet
@@ -176,13 +176,13 @@ def test_diagnostics_by_hand():
     np.testing.assert_allclose(float(m["log_std_path"]), 0.25, rtol=1e-6)
     p2 = {"log_std": jnp.asarray([-1.0, -2.0])}                       # back to the start
     g2 = {"log_std": jnp.asarray([-4.0, 3.0])}                        # orthogonal to g1: cos 0
-    d, m = meta.diagnose(teacher, d, p1, p2, g2, jnp.asarray([0.0]), jnp.asarray([0.0]))
+    d, m = diagnostics.diagnose(teacher, d, p1, p2, g2, jnp.asarray([0.0]), jnp.asarray([0.0]))
     assert float(m["grad_cosine_ema"]) == 0.0
     np.testing.assert_allclose(float(m["log_std_path"]), 0.5, rtol=1e-6)
     assert float(m["log_std_shift"]) == 0.0 and float(m["net_shift"]) == 0.0 and float(m["net_path"]) == 0.0
-    d, m = meta.diagnose(teacher, d, p2, p2, g2, jnp.asarray([0.0]), jnp.asarray([0.0]))  # same direction: cos 1
+    d, m = diagnostics.diagnose(teacher, d, p2, p2, g2, jnp.asarray([0.0]), jnp.asarray([0.0]))  # same direction: cos 1
     np.testing.assert_allclose(float(m["grad_cosine_ema"]), 0.1, rtol=1e-6)
-    zeros = meta.zero_diagnostic_metrics()
+    zeros = diagnostics.zero_diagnostic_metrics()
     assert set(zeros) == set(m) and all(float(v) == 0.0 for v in zeros.values())
 
 
@@ -213,23 +213,23 @@ def toy_run(init_std: float, estimator: str, iterations: int = TOY_ITERATIONS):
         k_pert, k_eps = jax.random.split(key)
         deltas = None
         if estimator == "pathwise":  # a = sigma eps with eps fixed: differentiate R itself (mjxmeta.algo.pathwise)
-            eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "independent")
+            eps = estimators.candidate_noise(k_eps, k, (TOY_T, 1), "independent")
             sample = lambda p: teacher.sample(p, jnp.zeros((1, 1)), k_eps, inputs, eps)[0]  # noqa: E731
             grad = jax.grad(lambda p: jnp.mean(toy_meta_reward(sample(p))))(state.params)
-            grad, _ = meta.finite_or_zero(grad)
-            state = meta.teacher_step(teacher, state, grad)
+            grad, _ = estimators.finite_or_zero(grad)
+            state = estimators.teacher_step(teacher, state, grad)
             return state, teacher.log_std(state.params)[0]
         if estimator == "es":
-            deltas = meta.perturbations(k_pert, state.params, k)
-            eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "common")
-            params_k = meta.perturb(state.params, deltas, tc.es_sigma)
+            deltas = estimators.perturbations(k_pert, state.params, k)
+            eps = estimators.candidate_noise(k_eps, k, (TOY_T, 1), "common")
+            params_k = estimators.perturb(state.params, deltas, tc.es_sigma)
             raw = jax.vmap(lambda p, u, e: teacher.sample(p, jnp.zeros((1, 1)), k_eps, u, e)[0])(params_k, inputs, eps)
         else:
-            eps = meta.candidate_noise(k_eps, k, (TOY_T, 1), "antithetic" if paired else "independent")
+            eps = estimators.candidate_noise(k_eps, k, (TOY_T, 1), "antithetic" if paired else "independent")
             raw, _ = teacher.sample(state.params, jnp.zeros((1, 1)), k_eps, inputs, eps)
         rewards = toy_meta_reward(raw)
-        grad, _, ema = meta.meta_gradient(teacher, state, rewards, inputs, raw, deltas)
-        state = meta.teacher_step(teacher, state, grad).replace(baseline=ema)
+        grad, _, ema = estimators.meta_gradient(teacher, state, rewards, inputs, raw, deltas)
+        state = estimators.teacher_step(teacher, state, grad).replace(baseline=ema)
         return state, teacher.log_std(state.params)[0]
 
     state = teacher.init(jax.random.PRNGKey(0), 1)

@@ -17,7 +17,7 @@ from brax.envs.base import State
 import mjxmeta.algo.envs
 from mjxmeta.algo.config import StudentConfig
 from mjxmeta.algo.replay import Replay, Transition, flatten_batch
-from mjxmeta.algo.rollout import env_step
+from mjxmeta.algo.acting import env_step
 from mjxmeta.algo.students.ddpg import DDPG, init_normalizer
 
 # --------------------------------------------------------------------------- (a) replay

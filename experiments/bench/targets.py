@@ -9,12 +9,12 @@ writes ``results/targets/<name>.json`` and is skipped when that file exists.
 ``report`` reads ``results/targets/``, ``results/scaling/`` and
 ``results/peers.json`` and writes ``results/README.md``: the targets (measured
 value, target, met or not, and for a missed one what the profile says bounds
-it), the scaling tables and the peer comparison. ``--readme README.md`` also
-rewrites the README's speed section (between its ``speed:begin`` and
+it), the scaling tables and the peer comparison. ``--readme docs/performance.md``
+also rewrites that page's speed section (between its ``speed:begin`` and
 ``speed:end`` markers) from the same files.
 
     python experiments/bench/targets.py measure
-    python experiments/bench/targets.py report --readme README.md
+    python experiments/bench/targets.py report --readme docs/performance.md
 """
 
 from __future__ import annotations
@@ -495,9 +495,10 @@ def write_speed_section(readme: Path, rows: list[dict], res: Path) -> None:
     s = readme.read_text()
     if BEGIN not in s or END not in s:
         raise SystemExit(f"{readme}: no {BEGIN} ... {END} markers")
+    link = os.path.relpath(res / "README.md", readme.resolve().parent)
     body = ["Generated from `experiments/bench/results/` (`python experiments/bench/targets.py report "
-            "--readme README.md`); details, scaling tables and provenance in "
-            "[experiments/bench/results/README.md](experiments/bench/results/README.md). "
+            "--readme docs/performance.md`); details, scaling tables and provenance in "
+            f"[experiments/bench/results/README.md]({link}). "
             "Run `mjxmeta bench --help` to measure your own machine.", ""] + targets_table(rows) + [
             "", "Side by side (steady env steps/s, medians of alternating repetitions):", ""] + peers_tables(res)
     head, rest = s.split(BEGIN, 1)

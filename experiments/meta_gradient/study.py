@@ -184,7 +184,7 @@ def draw_fn(config, base_state, baseline: float = 0.0):
     import jax.flatten_util
     import jax.numpy as jnp
 
-    from mjxmeta.algo import meta
+    from mjxmeta.algo import diagnostics
     from mjxmeta.algo.trainer import Trainer
 
     tr = Trainer(config)
@@ -195,7 +195,7 @@ def draw_fn(config, base_state, baseline: float = 0.0):
         params = dict(teacher0.params, log_std=jnp.full_like(teacher0.params["log_std"], raw_log_std))
         teacher = teacher0.replace(params=params, baseline=jnp.asarray(baseline, teacher0.baseline.dtype))
         state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.K * tr.N)),
-                                   meta_diag=meta.init_diagnostics(tr.teacher, params))
+                                   meta_diag=diagnostics.init_diagnostics(tr.teacher, params))
         est = tr.meta_estimate(state, k_d0, k_look, k_ret)
         flat, _ = jax.flatten_util.ravel_pytree(est["grad"])
         return flat, est["grad"]["log_std"], est["rewards"], est["returns"]
@@ -351,7 +351,7 @@ def stage_cost(env: str, at: str, settings, reps: int, design: str = "mixed0.25_
 
     import jax
 
-    from mjxmeta.algo import meta
+    from mjxmeta.algo import diagnostics
     from mjxmeta.algo.trainer import Trainer
 
     config, base_state, record = load(env, at)
@@ -367,7 +367,7 @@ def stage_cost(env: str, at: str, settings, reps: int, design: str = "mixed0.25_
         teacher = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
         state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(jax.random.PRNGKey(1),
                                                                                                  tr.K * tr.N)),
-                                   meta_diag=meta.init_diagnostics(tr.teacher, teacher.params))
+                                   meta_diag=diagnostics.init_diagnostics(tr.teacher, teacher.params))
         t0 = time.time()
         compiled = jax.jit(tr.iteration).lower(state).compile()
         compile_s = time.time() - t0

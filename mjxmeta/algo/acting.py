@@ -1,8 +1,14 @@
-"""One acting step of the teacher pi_e, shared by D0 rollouts and ``render``.
+"""Acting in the batched env: every step a policy takes goes through this module.
 
-normalize -> student's mu(s) -> teacher inputs u -> sample the unclipped action
--> clip to [-1, 1] -> ``env.step`` -> update the teacher's per-env memory
-(fresh memory where an episode ended).
+* :func:`env_step`: one step of the batched env as a :class:`~mjxmeta.algo.replay.Transition`;
+* :func:`first_episode_steps` / :func:`deterministic_returns`: scanned rollouts of a
+  deterministic policy from fresh resets (R-hat and D1 rollouts, evaluation);
+* :func:`estimate_returns`: R-hat of pi and of the K look-ahead policies pi'_k from
+  the same start states (common random numbers);
+* :func:`teacher_step`: one acting step of the teacher pi_e (D0 rollouts, ``render``):
+  normalize -> student's mu(s) -> teacher inputs u -> sample the unclipped action
+  -> clip to [-1, 1] -> ``env.step`` -> update the teacher's per-env memory
+  (fresh memory where an episode ended).
 
 The log-probability the meta-policy gradient needs is that of the *unclipped*
 sample given u (Xu et al., ICML 2018, eq. 2; docs/algorithm.md, "Teachers"),
@@ -11,15 +17,99 @@ so both are returned. After Brax's ``training/acting.py`` (``actor_step``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
+from mjxmeta.algo.envs import terminated
 from mjxmeta.algo.replay import Transition
-from mjxmeta.algo.rollout import env_step
-from mjxmeta.algo.students.base import Student
+from mjxmeta.algo.students.base import Student, StudentState
 from mjxmeta.algo.teachers import Teacher
+
+
+def env_step(env, state, action: jax.Array):
+    """Steps the batched env and returns (next_state, Transition, done).
+
+    ``Transition.next_obs`` is the true s_{t+1} (``info['final_obs']``), and
+    ``terminated`` excludes time-limit truncation.
+    """
+    nstate = env.step(state, action)
+    tr = Transition(obs=state.obs, action=action, reward=nstate.reward,
+                    next_obs=nstate.info["final_obs"], terminated=terminated(nstate))
+    return nstate, tr, nstate.done
+
+
+def first_episode_start(env, reset_keys: jax.Array):
+    """The carry of :func:`first_episode_steps` at fresh resets: (env state, alive (B,) ones, return (B,) zeros),
+    in the dtype of the env's rewards.
+
+    ``reset_keys``: (B, 2) raw keys; the same keys give the same start states.
+    """
+    state = env.reset(reset_keys)
+    dtype = state.reward.dtype
+    return state, jnp.ones(state.reward.shape, dtype), jnp.zeros(state.reward.shape, dtype)
+
+
+def first_episode_steps(env, act_fn: Callable[[jax.Array], jax.Array], carry, steps: int, remat: bool = False):
+    """``steps`` steps of a deterministic policy, accumulating each env's first-episode return.
+
+    Args:
+      carry: (env state, alive (B,), return (B,)) from :func:`first_episode_start` or an earlier call.
+      act_fn: obs (B, obs_size) -> action (B, A) in [-1, 1].
+      remat: recompute each step in the backward pass (``jax.checkpoint``) instead of storing it.
+
+    Returns:
+      (carry, (transitions with leading (steps, B), alive (steps, B) *before* each step)). ``alive``
+      is 1 until the step on which the first episode ends (termination or time limit); the
+      transitions continue through auto-resets and are all valid data.
+    """
+    def body(c, _):
+        s, alive, ret = c
+        s, tr, done = env_step(env, s, act_fn(s.obs))
+        return (s, alive * (1.0 - done), ret + alive * tr.reward), (tr, alive)
+
+    return jax.lax.scan(jax.checkpoint(body) if remat else body, carry, None, length=steps)
+
+
+def deterministic_returns(env, act_fn: Callable[[jax.Array], jax.Array], reset_keys: jax.Array, horizon: int):
+    """Rolls out a deterministic policy from fresh resets for ``horizon`` steps.
+
+    Args:
+      env: batched env from :func:`mjxmeta.algo.envs.make`.
+      act_fn: obs (B, obs_size) -> action (B, A) in [-1, 1].
+      reset_keys: (B, 2) raw keys; the same keys give the same start states
+        (common random numbers across policies).
+      horizon: steps per env.
+
+    Returns:
+      (returns (B,), transitions with leading (horizon, B)): the undiscounted
+      return of each env's *first* episode, truncated at ``horizon`` (an episode
+      that ends inside the horizon contributes its return so far); the
+      transitions continue through auto-resets and are all valid data.
+    """
+    (_, _, returns), (trs, _) = first_episode_steps(env, act_fn, first_episode_start(env, reset_keys), horizon)
+    return returns, trs
+
+
+def estimate_returns(env, student: Student, policies: StudentState, norm, reset_keys: jax.Array, horizon: int):
+    """R-hat of P deterministic students from the *same* start states (common random numbers).
+
+    Args:
+      policies: student states stacked on a leading axis of size P (here
+        P = K + 1: pi, then pi'_1..pi'_K); only what ``student.act`` reads is used.
+      reset_keys: (E, 2) reset keys shared by all P actors.
+      horizon: H, steps per rollout.
+
+    Returns:
+      (returns (P,) = mean over E envs of the undiscounted first-episode return
+      within H steps, transitions with leading (P, H, E)).
+    """
+    def one(policy):
+        rets, trs = deterministic_returns(env, lambda obs: student.act(policy, norm, obs), reset_keys, horizon)
+        return jnp.mean(rets), trs
+
+    return jax.vmap(one)(policies)
 
 
 def straight_through_clip(raw: jax.Array) -> jax.Array:

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mjxmeta.algo import rollout
+from mjxmeta.algo import acting
 from mjxmeta.algo.students.base import Student, StudentState
 
 NU_FLOOR = 1e-20
@@ -60,7 +60,7 @@ def returns_and_objective(env, student: Student, policies: StudentState, critic:
 
     The first ``grad_horizon`` steps of each rollout carry gradients; the remaining ``horizon -
     grad_horizon`` steps continue from a stop-gradient copy of the state, only to finish R-hat and D1
-    (so R-hat is exactly :func:`mjxmeta.algo.meta.estimate_returns`'s).
+    (so R-hat is exactly :func:`mjxmeta.algo.acting.estimate_returns`'s).
 
     Args:
       policies: student states stacked on a leading axis P (pi, pi'_1..pi'_K).
@@ -84,13 +84,13 @@ def returns_and_objective(env, student: Student, policies: StudentState, critic:
 
     def one(policy):
         act = lambda obs: student.act(policy, norm, obs)  # noqa: E731
-        carry, (head, alive) = rollout.first_episode_steps(env, act, rollout.first_episode_start(env, reset_keys),
+        carry, (head, alive) = acting.first_episode_steps(env, act, acting.first_episode_start(env, reset_keys),
                                                            grad_horizon, remat=remat)
         s_h = head.next_obs[-1]  # the true s_{H_grad} even where the env auto-reset on the last step
         open_end = alive[-1] * (1.0 - head.terminated[-1])  # first episode still running (or cut by the time limit)
         q_end = student.q(critic, norm, s_h, act(s_h))
         objective = jnp.sum(discount[:, None] * alive * head.reward, axis=0) + gamma ** grad_horizon * open_end * q_end
-        carry, (tail, _) = rollout.first_episode_steps(env, act, jax.lax.stop_gradient(carry), horizon - grad_horizon)
+        carry, (tail, _) = acting.first_episode_steps(env, act, jax.lax.stop_gradient(carry), horizon - grad_horizon)
         trs = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), jax.lax.stop_gradient(head), tail)
         return jnp.mean(carry[2]), jnp.mean(objective), trs
 

@@ -33,12 +33,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from mjxmeta.algo import meta, pathwise, students, teachers
-from mjxmeta.algo.acting import teacher_step
+from mjxmeta.algo import acting, diagnostics, estimators, lookahead, pathwise, students, teachers
+from mjxmeta.algo.acting import deterministic_returns, teacher_step
 from mjxmeta.algo.config import Config, point_config, sweep_points, validate
 from mjxmeta.algo.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.algo.replay import BufferState, Replay, Transition, flatten_batch
-from mjxmeta.algo.rollout import deterministic_returns
 from mjxmeta.algo.students import StudentState, init_normalizer, update_normalizer
 from mjxmeta.algo.teachers import TeacherHyper, TeacherState
 
@@ -94,7 +93,7 @@ class TrainState:
     iteration: jax.Array
     env_steps: jax.Array
     visits: jax.Array
-    meta_diag: meta.GradientDiagnostics
+    meta_diag: diagnostics.GradientDiagnostics
     hyper: Hyper
 
 
@@ -138,9 +137,9 @@ class Trainer:
         """
         c = point_config(self.config, {}) if config is None else config
         scale = c.meta.lookahead_lr_scale
-        lookahead = dataclasses.replace(c.student, actor_lr=c.student.actor_lr * scale,
-                                        critic_lr=c.student.critic_lr * scale) if scale != 1.0 else c.student
-        return Hyper(self.student.hyper(c.student), self.student.hyper(lookahead), self.teacher.hyper(c.teacher))
+        look = dataclasses.replace(c.student, actor_lr=c.student.actor_lr * scale,
+                                   critic_lr=c.student.critic_lr * scale) if scale != 1.0 else c.student
+        return Hyper(self.student.hyper(c.student), self.student.hyper(look), self.teacher.hyper(c.teacher))
 
     def run_hypers(self) -> Hyper:
         """:class:`Hyper` of every run, leaves (R,): combination r // S of :func:`mjxmeta.algo.config.sweep_points`."""
@@ -176,7 +175,7 @@ class Trainer:
             env_steps=jnp.zeros((), jnp.int32),
             visits=jnp.zeros((max(1, self.config.log_every * self.config.visits_per_iteration), self.obs_size),
                              jnp.float32),
-            meta_diag=meta.init_diagnostics(self.teacher, teacher.params),
+            meta_diag=diagnostics.init_diagnostics(self.teacher, teacher.params),
             hyper=jax.tree.map(jnp.asarray, hyper),
         )
         return strong(state)
@@ -220,7 +219,7 @@ class Trainer:
         def body(carry, k):
             env_state, memory = carry
             if candidate_params is not None:  # ES: candidate k acts with its own perturbed params
-                eps = meta.candidate_noise(k, K, (N, self.action_size), mode)
+                eps = estimators.candidate_noise(k, K, (N, self.action_size), mode)
                 own, pool = split_pool(env_state)
                 own, taken, memory, tr, u, raw = jax.vmap(act_alone, in_axes=(0, None, 0, 0, None, 0))(
                     candidate_params, pool, *jax.tree.map(per_candidate, (own, memory)), k, eps)
@@ -228,7 +227,7 @@ class Trainer:
                 # every candidate reads the same pool entries (common starts); it is spent by the most
                 env_state = join_pool(own, dict(pool, pool_taken=jnp.max(taken)))
             elif self.config.paired:
-                eps = meta.candidate_noise(k, K, (N, self.action_size), mode).reshape(K * N, -1)
+                eps = estimators.candidate_noise(k, K, (N, self.action_size), mode).reshape(K * N, -1)
                 env_state, memory, tr, _, u, raw = act(state.teacher.params, env_state, memory, k, eps)
             else:
                 env_state, memory, tr, _, u, raw = act(state.teacher.params, env_state, memory, k)
@@ -266,7 +265,7 @@ class Trainer:
             _, rows = self.replay.sample(state.buffer.replace(key=k))
             return rows, self.replay.size(state.buffer) > 0
 
-        fn = functools.partial(meta.look_ahead, self.student, copied, state.normalizer,
+        fn = functools.partial(lookahead.look_ahead, self.student, copied, state.normalizer,
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
                                buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
@@ -291,7 +290,7 @@ class Trainer:
                 self.env, self.student, policies, state.student, state.normalizer, reset_keys, m.return_horizon,
                 m.grad_horizon, self.config.student.gamma)
         else:
-            returns, trs = meta.estimate_returns(self.env, self.student, policies, state.normalizer, reset_keys,
+            returns, trs = acting.estimate_returns(self.env, self.student, policies, state.normalizer, reset_keys,
                                                  m.return_horizon)
         return returns, jax.tree.map(lambda x: x[1:], trs), objective
 
@@ -308,13 +307,13 @@ class Trainer:
             return self.pathwise_estimate(state, k_d0, k_look, k_ret)
         deltas = params_k = None
         if self.config.teacher.estimator == "es":
-            deltas = meta.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.K)
-            params_k = meta.perturb(state.teacher.params, deltas, self.config.teacher.es_sigma)
+            deltas = estimators.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.K)
+            params_k = estimators.perturb(state.teacher.params, deltas, self.config.teacher.es_sigma)
         env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0, params_k)  # 1. D0 ~ pi_e
         primes = self.look_ahead(state, d0, k_look)                                     # 2. pi' = DDPG(pi, D0)
         returns, d1, _ = self.returns_and_d1(state, primes, k_ret)                      # 3. D1, R-hat(pi'), R-hat(pi)
-        rewards = meta.meta_rewards(returns)                                            # 4. R = R(pi') - R(pi)
-        grad, adv, ema = meta.meta_gradient(self.teacher, state.teacher, rewards, inputs, raw, deltas)
+        rewards = estimators.meta_rewards(returns)                                      # 4. R = R(pi') - R(pi)
+        grad, adv, ema = estimators.meta_gradient(self.teacher, state.teacher, rewards, inputs, raw, deltas)
         return dict(grad=grad, adv=adv, ema=ema, rewards=rewards, returns=returns, env_state=env_state,
                     memory=memory, d0=d0, d1=d1)
 
@@ -343,8 +342,8 @@ class Trainer:
         objective = functools.partial(self.pathwise_objective, state, k_d0=k_d0, k_look=k_look, k_ret=k_ret)
         grad, aux = jax.grad(objective, has_aux=True)(state.teacher.params)
         env_state, memory, d0, d1, returns, obj = jax.lax.stop_gradient(aux)
-        rewards = meta.meta_rewards(returns)                                            # 4. R = R(pi') - R(pi)
-        _, ema = meta.advantages(rewards, state.teacher.baseline, self.config.teacher.baseline,
+        rewards = estimators.meta_rewards(returns)                                      # 4. R = R(pi') - R(pi)
+        _, ema = estimators.advantages(rewards, state.teacher.baseline, self.config.teacher.baseline,
                                  self.config.teacher.ema_decay)
         return dict(grad=grad, adv=rewards - jnp.mean(rewards), ema=ema, rewards=rewards, returns=returns,
                     env_state=env_state, memory=memory, d0=d0, d1=d1, objective=obj)
@@ -364,13 +363,13 @@ class Trainer:
         t = state.teacher
         lr = self.read_hyper(state).teacher.lr
         if self.pathwise_mode:
-            grad, finite = meta.finite_or_zero(est["grad"])
-            new = meta.teacher_step(self.teacher, t, grad, lr)
+            grad, finite = estimators.finite_or_zero(est["grad"])
+            new = estimators.teacher_step(self.teacher, t, grad, lr)
             new = self.keep_where(jnp.logical_not(finite), t, new).replace(baseline=est["ema"])
         else:  # the REINFORCE/ES program as before (the select changes XLA's fusion: last-bit differences)
             grad, finite = est["grad"], jnp.asarray(True)
-            new = meta.teacher_step(self.teacher, t, grad, lr).replace(baseline=est["ema"])
-        diag, metrics = meta.diagnose(self.teacher, state.meta_diag, t.params, new.params, grad,
+            new = estimators.teacher_step(self.teacher, t, grad, lr).replace(baseline=est["ema"])
+        diag, metrics = diagnostics.diagnose(self.teacher, state.meta_diag, t.params, new.params, grad,
                                       est["rewards"], est["adv"])
         metrics["teacher_grad_skipped"] = 1.0 - finite.astype(jnp.float32)
         return new, diag, metrics
@@ -454,7 +453,7 @@ class Trainer:
             teacher = self.keep_where(warm, state.teacher,                           # param_noise: sigma_p
                                   self.adapt_teacher(state, jax.random.fold_in(k_vis, 1)))
             metrics.update(meta_reward=jnp.zeros(()), return_pi=jnp.zeros(()), teacher_grad_skipped=jnp.zeros(()),
-                           **meta.zero_diagnostic_metrics())
+                           **diagnostics.zero_diagnostic_metrics())
         teacher = teacher.replace(memory=memory)
         state = state.replace(teacher=teacher, env_state=env_state, key=key,
                               visits=self.record_visits(state, d0, k_vis))

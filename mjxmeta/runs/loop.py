@@ -124,7 +124,7 @@ def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndar
 
     Args:
       metrics: {name: (R, log_every)} per-iteration scalars; a row holds their
-        chunk mean (:data:`mjxmeta.algo.meta.SNAPSHOT_METRICS`, e.g. ``teacher_log_std``:
+        chunk mean (:data:`mjxmeta.algo.diagnostics.SNAPSHOT_METRICS`, e.g. ``teacher_log_std``:
         their last value).
       returns: (R, eval_envs) evaluation returns, a row holds their mean as
         ``eval_return``; None at a log point without evaluation (no ``eval_return``).
@@ -133,7 +133,7 @@ def metric_rows(iteration: int, metrics: dict[str, np.ndarray], returns: np.ndar
       coordinates: per run, the keys naming it (:func:`run_coordinates`);
         None = ``{"seed": r}``.
     """
-    from mjxmeta.algo.meta import SNAPSHOT_METRICS
+    from mjxmeta.algo.diagnostics import SNAPSHOT_METRICS
 
     rows = []
     for s in range(env_steps.shape[0]):

@@ -298,7 +298,7 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
     import jax
     import jax.numpy as jnp
 
-    from mjxmeta.algo import meta
+    from mjxmeta.algo import estimators
 
     tr, c = b.trainer, b.config
     u = c.student_updates
@@ -319,8 +319,8 @@ def profile(b: Bench, reps: int) -> dict[str, Any]:
 
         def rhat(s, p, k, inp, r):
             returns, d1, _ = tr.returns_and_d1(s, p, k)
-            rewards = meta.meta_rewards(returns)
-            grad, adv, ema = meta.meta_gradient(tr.teacher, s.teacher, rewards, inp, r)
+            rewards = estimators.meta_rewards(returns)
+            grad, adv, ema = estimators.meta_gradient(tr.teacher, s.teacher, rewards, inp, r)
             teacher, _, _ = tr.teacher_update(s, dict(grad=grad, adv=adv, ema=ema, rewards=rewards))
             return teacher, d1
 

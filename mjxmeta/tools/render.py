@@ -140,7 +140,7 @@ def rollout_states(trainer, state, seed: int = 0, steps: int = 200, use_teacher:
     import jax.numpy as jnp
 
     from mjxmeta.algo.acting import teacher_step
-    from mjxmeta.algo.rollout import env_step
+    from mjxmeta.algo.acting import env_step
 
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
