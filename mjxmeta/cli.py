@@ -280,7 +280,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
     try:
         claimed = distributed.on_main(claim)
-        run_dir, config = Path(claimed["run_dir"]), from_dict(claimed["config"])
+        run_dir, config = Path(claimed["run_dir"]), from_dict(claimed["config"], checked=True)
     except (ConfigError, rundir.RunDirError, ResumeError, distributed.PeerFailed) as e:
         if lock is not None:
             lock.release()

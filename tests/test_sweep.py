@@ -92,7 +92,7 @@ def test_bad_sweep_value_exits_2_naming_the_field_before_any_compile(tmp_path, c
 
 def test_sweepable_fields_follow_the_teacher():
     assert sweepable_fields(small_config("meta")) == ("student.actor_lr", "student.critic_lr", "student.tau",
-                                                      "teacher.lr", "teacher.init_std")
+                                                      "teacher.init_std", "teacher.lr")
     assert "teacher.lr" not in sweepable_fields(small_config("gaussian"))
     assert sweepable_fields(small_config("ou"))[-1] == "teacher.ou_sigma"
     with pytest.raises(ConfigError, match="a tuple of"):

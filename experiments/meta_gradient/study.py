@@ -188,13 +188,13 @@ def draw_fn(config, base_state, baseline: float = 0.0):
     from mjxmeta.algo.trainer import Trainer
 
     tr = Trainer(config)
-    teacher0 = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
+    teacher0 = tr.teacher.init(jax.random.PRNGKey(0), tr.config.num_candidates * tr.config.num_envs)
 
     def draw(key, raw_log_std):
         k_env, k_d0, k_look, k_ret = jax.random.split(key, 4)
         params = dict(teacher0.params, log_std=jnp.full_like(teacher0.params["log_std"], raw_log_std))
         teacher = teacher0.replace(params=params, baseline=jnp.asarray(baseline, teacher0.baseline.dtype))
-        state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.K * tr.N)),
+        state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(k_env, tr.config.num_candidates * tr.config.num_envs)),
                                    meta_diag=diagnostics.init_diagnostics(tr.teacher, params))
         est = tr.meta_estimate(state, k_d0, k_look, k_ret)
         flat, _ = jax.flatten_util.ravel_pytree(est["grad"])
@@ -364,9 +364,9 @@ def stage_cost(env: str, at: str, settings, reps: int, design: str = "mixed0.25_
         meta_kw, teacher_kw = ESTIMATORS[name]
         cfg = study_config(config, dict(DESIGNS[design], **meta_kw), teacher_kw)
         tr = Trainer(cfg)
-        teacher = tr.teacher.init(jax.random.PRNGKey(0), tr.K * tr.N)
+        teacher = tr.teacher.init(jax.random.PRNGKey(0), tr.config.num_candidates * tr.config.num_envs)
         state = base_state.replace(teacher=teacher, env_state=tr.env.reset(jax.random.split(jax.random.PRNGKey(1),
-                                                                                                 tr.K * tr.N)),
+                                                                                                 tr.config.num_candidates * tr.config.num_envs)),
                                    meta_diag=diagnostics.init_diagnostics(tr.teacher, teacher.params))
         t0 = time.time()
         compiled = jax.jit(tr.iteration).lower(state).compile()

@@ -74,10 +74,8 @@ PRESET_NAMES = ("baselines2017", "modern")
 # semi-implicit Euler), "rk4" = the integrator gymnasium's models of the same envs declare (all but halfcheetah).
 INTEGRATORS = ("euler", "rk4")
 MJX_ENVS = ("inverted_pendulum", "inverted_double_pendulum", "reacher", "hopper", "halfcheetah")
-# Continuous fields that change no shape, so ``Config.sweep`` may give several values and the runs vmap over
-# them like seeds (:func:`sweepable_fields` narrows this to the fields the run's teacher reads).
-SWEEPABLE = ("student.actor_lr", "student.critic_lr", "student.tau", "teacher.lr", "teacher.init_std",
-             "teacher.ou_sigma")
+# Which fields ``Config.sweep`` may vary is declared on the field itself: metadata ``sweep`` = the teachers
+# whose runs read it (continuous fields that change no shape, vmapped like seeds; :func:`sweepable_fields`).
 MAX_RUNS = 4096  # seeds x sweep combinations vmapped in one program
 # Time limits when ``episode_length`` is 0: Gymnasium's Pendulum-v1 (200 steps) and MountainCarContinuous-v0
 # (999), Brax's MJX envs and Playground's dm_control suite tasks (1000).
@@ -187,13 +185,13 @@ class StudentConfig:
     layer_norm: bool = True
     action_layer: int = 1
     output_init: float = 3e-3
-    actor_lr: float = 1e-4
-    critic_lr: float = 1e-3
+    actor_lr: float = field(default=1e-4, metadata={"sweep": TEACHER_NAMES})
+    critic_lr: float = field(default=1e-3, metadata={"sweep": TEACHER_NAMES})
     critic_l2: float = 1e-2
     batch_size: int = 64
     buffer_size: int = 1_000_000
     gamma: float = 0.99
-    tau: float = 0.01
+    tau: float = field(default=0.01, metadata={"sweep": TEACHER_NAMES})
     normalize_observations: bool = True
     lr_decay: float = 1.0
     updates_per_iteration: int = field(default=0, metadata={"flag": "updates"})
@@ -277,12 +275,13 @@ class TeacherConfig:
     """
 
     name: str = field(default="meta", metadata={"flag": "teacher", "choices": TEACHER_NAMES})
-    init_std: float = field(default=0.2, metadata={"flag": "teacher-std"})
-    lr: float = 1e-3
+    init_std: float = field(default=0.2, metadata={"flag": "teacher-std",
+                                                   "sweep": tuple(t for t in TEACHER_NAMES if t != "ou")})
+    lr: float = field(default=1e-3, metadata={"sweep": META_TEACHERS})
     hidden: tuple[int, ...] = (64, 64)
     residual: bool = False
     ou_theta: float = 0.15
-    ou_sigma: float = 0.2
+    ou_sigma: float = field(default=0.2, metadata={"sweep": ("ou",)})
     ou_dt: float = 1e-2
     baseline: str = field(default="auto", metadata={"flag": "baseline", "choices": BASELINE_NAMES})
     ema_decay: float = 0.9
@@ -406,7 +405,7 @@ class Config:
       sweep: hyperparameter sweep: ``((field, (v1, v2, ...)), ...)``; the run
         vmaps over every combination of the values (the product) x ``seeds``
         in one compiled program, and each swept value replaces the field's
-        own. Fields: :data:`SWEEPABLE` read by the run's teacher
+        own. Fields: those whose metadata ``sweep`` names the run's teacher
         (:func:`sweepable_fields`). Flag syntax ``--sweep teacher.lr=1e-4,1e-3``,
         repeatable.
       student: the student (:class:`StudentConfig`).
@@ -527,15 +526,13 @@ class Config:
 
 
 def sweepable_fields(config: Config) -> tuple[str, ...]:
-    """The fields of :data:`SWEEPABLE` that ``config``'s teacher reads.
-
-    ``teacher.lr`` only for meta teachers, ``teacher.ou_sigma`` only for ``ou``,
-    ``teacher.init_std`` for every other teacher (the fixed ``gaussian`` scale
-    or the meta teachers' initial sigma).
+    """The fields ``config.sweep`` may vary for ``config``'s teacher, in declaration order: those whose
+    metadata ``sweep`` names the teacher (``teacher.lr`` only for meta teachers, ``teacher.ou_sigma`` only
+    for ``ou``, ``teacher.init_std`` for every other teacher, the student's learning rates and tau for all).
     """
     t = config.teacher.name
-    skip = {"teacher.lr": t not in META_TEACHERS, "teacher.ou_sigma": t != "ou", "teacher.init_std": t == "ou"}
-    return tuple(f for f in SWEEPABLE if not skip.get(f, False))
+    return tuple(f"{sub}.{f.name}" for sub in ("student", "teacher") for f in dataclasses.fields(getattr(config, sub))
+                 if t in f.metadata.get("sweep", ()))
 
 
 def sweep_points(config: Config) -> list[dict[str, float]]:
@@ -933,8 +930,9 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-def from_dict(d: dict[str, Any]) -> Config:
-    """Inverse of :func:`to_dict`.
+def from_dict(d: dict[str, Any], checked: bool = False) -> Config:
+    """Inverse of :func:`to_dict`; validated unless ``checked`` (``d`` is the dict of a config this run
+    has validated already, e.g. process 0's, handed to every process).
 
     Raises:
       ConfigError: on unknown fields (names the field) or invalid values.
@@ -956,7 +954,8 @@ def from_dict(d: dict[str, Any]) -> Config:
             kwargs[k] = subs[k](**vv)
         else:
             kwargs[k] = _tuples(v)
-    return validate(Config(**kwargs))
+    config = Config(**kwargs)
+    return config if checked else validate(config)
 
 
 def _tuples(x: Any) -> Any:

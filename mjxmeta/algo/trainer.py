@@ -35,7 +35,7 @@ from flax import struct
 
 from mjxmeta.algo import acting, diagnostics, estimators, lookahead, pathwise, students, teachers
 from mjxmeta.algo.acting import deterministic_returns, teacher_step
-from mjxmeta.algo.config import Config, point_config, sweep_points, validate
+from mjxmeta.algo.config import Config, point_config, sweep_points
 from mjxmeta.algo.envs import join_pool, make, reused_starts, split_pool, strong
 from mjxmeta.algo.replay import BufferState, Replay, Transition, flatten_batch
 from mjxmeta.algo.students import StudentState, init_normalizer, update_normalizer
@@ -98,14 +98,11 @@ class TrainState:
 
 
 class Trainer:
-    """Algorithm 1 for ``config`` (validated here, before anything compiles).
-
-    Raises:
-      mjxmeta.algo.config.ConfigError: on an invalid config.
-    """
+    """Algorithm 1 for ``config``, a validated config: runs start where it is checked, once, before anything
+    compiles (:func:`mjxmeta.train`, the CLI; a config read from a run directory is checked as it is read)."""
 
     def __init__(self, config: Config):
-        self.config = validate(config)
+        self.config = config
         c = config
         self.env = make(c.env, c.resolved_episode_length, starts_per_env=c.resolved_reset_pool,
                         integrator=c.integrator)
@@ -115,9 +112,6 @@ class Trainer:
         self.teacher = teachers.make(c.teacher, self.obs_size, self.action_size, c.resolved_episode_length,
                                      self.student)
         self.replay = Replay(c.student.buffer_size, c.student.batch_size, self.obs_size, self.action_size)
-        self.K = c.num_candidates
-        self.N = c.num_envs
-        self.T = c.rollout_steps
 
     # ------------------------------------------------------------------ init
     def seed_index(self) -> jax.Array:
@@ -163,13 +157,13 @@ class Trainer:
         """Fresh state for one run from a raw key (2,) and its :class:`Hyper` (None = :meth:`hyper`)."""
         hyper = self.hyper() if hyper is None else hyper
         k_student, k_teacher, k_env, k_buf, key = jax.random.split(key, 5)
-        teacher = self.teacher.init(k_teacher, self.K * self.N, hyper.teacher)
+        teacher = self.teacher.init(k_teacher, self.config.num_candidates * self.config.num_envs, hyper.teacher)
         state = TrainState(
             student=self.student.init(k_student),
             normalizer=init_normalizer(self.obs_size),
             teacher=teacher,
             buffer=self.replay.init(k_buf),
-            env_state=self.env.reset(jax.random.split(k_env, self.K * self.N)),
+            env_state=self.env.reset(jax.random.split(k_env, self.config.num_candidates * self.config.num_envs)),
             key=key,
             iteration=jnp.zeros((), jnp.int32),
             env_steps=jnp.zeros((), jnp.int32),
@@ -197,7 +191,7 @@ class Trainer:
           (env_state, teacher memory, D0 transitions (K, T, N, ...),
            teacher inputs (K, T, N, input_size), raw actions (K, T, N, A)).
         """
-        K, N = self.K, self.N
+        K, N, T = self.config.num_candidates, self.config.num_envs, self.config.rollout_steps
         env_state, memory = self.env.refill(state.env_state), state.teacher.memory
         per_candidate = lambda x: x.reshape((K, N) + x.shape[1:])  # noqa: E731
         merged = lambda x: x.reshape((K * N,) + x.shape[2:])  # noqa: E731
@@ -233,9 +227,9 @@ class Trainer:
                 env_state, memory, tr, _, u, raw = act(state.teacher.params, env_state, memory, k)
             return (env_state, memory), (tr, u, raw)
 
-        (env_state, memory), out = jax.lax.scan(body, (env_state, memory), jax.random.split(key, self.T))
+        (env_state, memory), out = jax.lax.scan(body, (env_state, memory), jax.random.split(key, T))
         by_candidate = jax.tree.map(
-            lambda x: jnp.moveaxis(x.reshape((self.T, self.K, self.N) + x.shape[2:]), 1, 0), out)
+            lambda x: jnp.moveaxis(x.reshape((T, K, N) + x.shape[2:]), 1, 0), out)
         d0, inputs, raw = by_candidate
         return env_state, memory, d0, inputs, raw
 
@@ -256,7 +250,7 @@ class Trainer:
         c = self.config
         flat = jax.vmap(flatten_batch)(d0)  # (K, T*N, ...)
         copied = pathwise.floor_second_moment(state.student) if self.pathwise_mode else state.student
-        keys = jax.random.split(key, self.K)
+        keys = jax.random.split(key, self.config.num_candidates)
         if c.paired:
             keys = jnp.broadcast_to(keys[0], keys.shape)
         mixed = c.meta.lookahead_data == "mixed"
@@ -268,7 +262,7 @@ class Trainer:
         fn = functools.partial(lookahead.look_ahead, self.student, copied, state.normalizer,
                                n_updates=c.lookahead_updates, n_d0=c.lookahead_d0_rows if mixed else None,
                                buffer_rows=buffer_rows if mixed else None,
-                               buffer_key=jax.random.fold_in(key, self.K) if mixed else None,
+                               buffer_key=jax.random.fold_in(key, self.config.num_candidates) if mixed else None,
                                hyper=self.decayed(state, self.read_hyper(state).lookahead))
         return jax.vmap(fn)(flat, keys)
 
@@ -307,7 +301,7 @@ class Trainer:
             return self.pathwise_estimate(state, k_d0, k_look, k_ret)
         deltas = params_k = None
         if self.config.teacher.estimator == "es":
-            deltas = estimators.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.K)
+            deltas = estimators.perturbations(jax.random.fold_in(k_d0, 1), state.teacher.params, self.config.num_candidates)
             params_k = estimators.perturb(state.teacher.params, deltas, self.config.teacher.es_sigma)
         env_state, memory, d0, inputs, raw = self.rollout_d0(state, k_d0, params_k)  # 1. D0 ~ pi_e
         primes = self.look_ahead(state, d0, k_look)                                     # 2. pi' = DDPG(pi, D0)
