@@ -95,6 +95,9 @@ CANDIDATES: dict[str, list[str]] = {
     "a0_init0": ["--action-layer", "0", "--output-init", "0"],  # the same with the main job's meta teacher
     # REDQ-style critic ensemble (10 critics, min over 2 drawn per update, actor on the mean; no target smoothing,
     # no delay) with the main job's meta teacher: chosen on gaussian_redq's base seed 10, reported on 0-9
+    # 2026-12-08: the screen's two best arms combined (td3_b256 held 8/8 but ended 10/12 on base seeds 0-2;
+    # SBX's network choices relapsed least with the gaussian teacher), screened on base seed 10
+    "td3_b256_a0_init0": ["--student", "td3", "--batch-size", "256", "--action-layer", "0", "--output-init", "0"],
     "redq": ["--student", "td3", "--critics", "10", "--critic-subset", "2", "--policy-delay", "1",
              "--policy-noise", "0"],
 }
