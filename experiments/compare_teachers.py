@@ -12,14 +12,13 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 from pathlib import Path
 
-from mjxmeta.cli import build_parser, config_from_args, train
+import mjxmeta
 from mjxmeta.algo.config import TEACHER_NAMES
-from mjxmeta.runs.loop import METRICS
+from mjxmeta.cli import build_parser, config_from_args
 from mjxmeta.runs.layout import claim_fresh
 
 
@@ -42,11 +41,11 @@ def main() -> None:
         run_dir = lock.run_dir
         t0 = time.time()
         try:
-            final = train(config, run_dir, progress=False)
+            run = mjxmeta.train(config, run_dir)
         finally:
             lock.release()
         wall = time.time() - t0
-        lines = [json.loads(x) for x in open(run_dir / METRICS)]
+        final, lines = run.final_returns, run.metrics()
         first = min(r["wall_s"] for r in lines)
         steps = max(r["env_steps"] for r in lines)
         first_steps = min(r["env_steps"] for r in lines)

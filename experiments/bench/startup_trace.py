@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
     import mjxmeta.cli as cli
     import mjxmeta.runs.loop as run
     import mjxmeta.algo.trainer as trainer
+    import mjxmeta.runs.programs as programs
 
     stamp("import mjxmeta")
 
@@ -61,13 +62,13 @@ def main(argv: list[str]) -> int:
             g.out_shapes = f.out_shapes
         return g
 
-    for owner, name in ((trainer.Trainer, "__init__"), (trainer.Trainer, "abstract_state"),
+    for owner, name in ((trainer.Trainer, "__init__"), (programs.Programs, "abstract_state"),
                         (run, "nonfinite_report"), (checkpoint.Checkpointer, "save")):
         setattr(owner, name, timed(getattr(owner, name), name))
     for name in ("init_seeds", "run_chunk", "evaluate_seeds"):  # cached properties returning the programs
-        prop = trainer.Trainer.__dict__[name]
-        setattr(trainer.Trainer, name,
-                property(lambda self, prop=prop, name=name: timed(prop.__get__(self, trainer.Trainer), name)))
+        prop = programs.Programs.__dict__[name]
+        setattr(programs.Programs, name,
+                property(lambda self, prop=prop, name=name: timed(prop.__get__(self, programs.Programs), name)))
     rc = cli.main(argv)
     stamp(f"exit {rc}")
     return rc
