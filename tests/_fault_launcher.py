@@ -13,9 +13,11 @@ environment variables is set (counts are 1-based):
   Prints ``POISONED chunk=<c> seed=<s>``. (Absurd learning rates on the tiny
   setup diverge in the first iteration or never, so a later chunk needs this.)
 * ``SLOW_CHUNK=c`` / ``SLOW_CHUNK_SECONDS=t`` (default 20): before the
-  ``c``-th call print ``CHUNK_IN_FLIGHT <c>`` and sleep ``t`` seconds, so a
+  ``c``-th call print ``CHUNK_IN_FLIGHT <c>`` and park ``t`` seconds, so a
   test that sees the marker can signal the process while chunk ``c`` is in
-  flight.
+  flight. With ``SLOW_CHUNK_GATE=<path>`` the chunk is parked until that file
+  exists (``t`` only bounds the wait): the test decides when the chunk goes
+  on, so what happens in it does not depend on how fast anything runs.
 
 Orbax's step commit (orbax 0.12.8: ``atomicity.on_commit_callback`` writes
 ``commit_success.txt`` and renames ``checkpoints/<step>.orbax-checkpoint-tmp``
@@ -25,7 +27,8 @@ to ``checkpoints/<step>`` from a background thread), which prints
 * ``SLOW_SAVE_NTH=n`` / ``SLOW_SAVE_SECONDS=t`` (default 600): the ``n``-th
   commit sleeps ``t`` seconds first, so a test can ``kill -9`` the process
   while the step is unfinalized (the next save cannot start meanwhile: it
-  waits for the pending one).
+  waits for the pending one). ``SLOW_SAVE_GATE=<path>``: parked until that
+  file exists instead (``t`` bounds the wait).
 * ``FAIL_SAVE_NTH=n`` / ``FAIL_SAVE_ERRNO`` (default ENOSPC): the ``n``-th
   commit raises ``OSError(errno, strerror, <tmp dir>)`` where a full disk or a
   read-only or removed directory surfaces. Prints ``SAVE_FAILED <step>``.
@@ -65,11 +68,18 @@ def _poison(path, x):
     return x.at[_POISON_SEED].set(jnp.nan) if "output" in name and "bias" in name else x
 
 
+def _park(gate: str, seconds: float) -> None:
+    """Sleeps ``seconds``, or with a ``gate`` path until that file exists (at most ``seconds``)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not (gate and os.path.exists(gate)):
+        time.sleep(0.05 if gate else max(deadline - time.monotonic(), 0.0))
+
+
 def _before_chunk(call: int, state):
     """The state the ``call``-th chunk runs on (after the faults planned for it)."""
     if call == _SLOW:
         print(f"CHUNK_IN_FLIGHT {call}", flush=True)
-        time.sleep(float(_env("SLOW_CHUNK_SECONDS", "20")))
+        _park(_env("SLOW_CHUNK_GATE", ""), float(_env("SLOW_CHUNK_SECONDS", "20")))
     if call == _POISON:
         critic = jax.tree_util.tree_map_with_path(_poison, state.student.critic)
         state = state.replace(student=state.student.replace(critic=critic))
@@ -96,7 +106,7 @@ async def _faulty_commit(tmp_dir, *args, **kwargs):
     step = tmp_dir.get_final().name
     print(f"SAVE_STARTED {step} {tmp_dir.get()}", flush=True)
     if _commits[0] == _SLOW_SAVE:
-        time.sleep(float(_env("SLOW_SAVE_SECONDS", "600")))
+        _park(_env("SLOW_SAVE_GATE", ""), float(_env("SLOW_SAVE_SECONDS", "600")))
     if _commits[0] == _FAIL_SAVE:
         code = getattr(errno, _env("FAIL_SAVE_ERRNO", "ENOSPC"))
         print(f"SAVE_FAILED {step}", flush=True)
