@@ -33,19 +33,32 @@ to ``checkpoints/<step>`` from a background thread), which prints
   commit raises ``OSError(errno, strerror, <tmp dir>)`` where a full disk or a
   read-only or removed directory surfaces. Prints ``SAVE_FAILED <step>``.
 
+TensorStore's array writes (``serialization.async_serialize_from_host``,
+run by Orbax's save threads):
+
+* ``FAIL_WRITE_STEP=s``: every array write of checkpoint ``s`` raises the
+  error TensorStore raises on a full disk, ``ValueError("RESOURCE_EXHAUSTED:
+  Error writing local file \"<file>\": ... No space left on device
+  [os_error_code='28']")`` (a ValueError, not an OSError: what a real full
+  disk gives, and what Orbax logs from each of its threads). Prints
+  ``WRITE_FAILED <s>`` once.
+
 Every marker goes to stdout, flushed.
 """
 
 from __future__ import annotations
 
 import errno
+import json
 import os
+import re
 import sys
 import time
 
 import jax
 import jax.numpy as jnp
 from orbax.checkpoint._src.path import atomicity
+from orbax.checkpoint._src.serialization import serialization
 
 import mjxmeta.cli
 from mjxmeta.runs.programs import Programs
@@ -58,6 +71,9 @@ def _env(name: str, default: str = "0") -> str:
 _POISON, _POISON_SEED = int(_env("POISON_CHUNK")), int(_env("POISON_SEED", "1"))
 _SLOW = int(_env("SLOW_CHUNK"))
 _SLOW_SAVE, _FAIL_SAVE = int(_env("SLOW_SAVE_NTH")), int(_env("FAIL_SAVE_NTH"))
+_FAIL_WRITE = int(_env("FAIL_WRITE_STEP"))
+_real_write = serialization.async_serialize_from_host
+_write_failed = []
 _real_chunk = Programs.__dict__["run_chunk"]
 _real_commit = atomicity.on_commit_callback
 _commits = [0]
@@ -114,10 +130,24 @@ async def _faulty_commit(tmp_dir, *args, **kwargs):
     return await _real_commit(tmp_dir, *args, **kwargs)
 
 
+async def _faulty_write(value, tspec, *args, **kwargs):
+    where = re.search(rf'[^"]*/{_FAIL_WRITE}\.orbax-checkpoint-tmp/[^"]*', json.dumps(tspec, default=str))
+    if where:
+        if not _write_failed:
+            _write_failed.append(True)
+            print(f"WRITE_FAILED {_FAIL_WRITE}", flush=True)
+        path = where[0].removeprefix("file://")
+        raise ValueError(f'RESOURCE_EXHAUSTED: Error writing local file "{path}": Failed writing: "{path}.__lock": '
+                         f"Failed to write 4096 bytes to file 9: No space left on device [os_error_code='28']")
+    return await _real_write(value, tspec, *args, **kwargs)
+
+
 if _POISON or _SLOW:
     Programs.run_chunk = property(_faulty_run_chunk)
 if _SLOW_SAVE or _FAIL_SAVE:
     atomicity.on_commit_callback = _faulty_commit
+if _FAIL_WRITE:
+    serialization.async_serialize_from_host = _faulty_write
 
 if __name__ == "__main__":
     sys.exit(mjxmeta.cli.main(sys.argv[1:]))

@@ -9,9 +9,15 @@ Runs are real subprocesses on the tiny ``pendulum`` setup of
 ``test_checkpoint.py`` (same ``FLAGS``, so the same compiled program; the
 ``--keep 20`` here keeps every checkpoint of the reference run). The cases that
 need a fault inside a running trainer use ``tests/_fault_launcher.py``:
-``SLOW_CHUNK`` parks a known chunk in flight (to signal it there) and
-``FAIL_SAVE_NTH`` raises ``OSError(ENOSPC)`` in Orbax's commit of a save, where
-a full disk surfaces.
+``SLOW_CHUNK`` parks a known chunk in flight (to signal it there),
+``FAIL_SAVE_NTH`` raises ``OSError(ENOSPC)`` in Orbax's commit of a save and
+``FAIL_WRITE_STEP`` TensorStore's ENOSPC error in its array writes, where a
+full disk surfaces.
+
+No test depends on how fast anything runs: a test acts on an observed event
+(a marker of the launcher or a line on stderr, :class:`Launched`), a parked
+chunk or save goes on only when the test creates its gate file, and the
+assertions are on what was written (checkpoints, rows, stderr lines).
 """
 
 from __future__ import annotations
@@ -376,15 +382,21 @@ def test_edited_config_json_is_refused_on_resume(edit, expected, ref, workdir, c
         assert "config.json" in line
 
 
-def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(ref, workdir, sub_env):
-    run = workdir / "FULL"
+@pytest.mark.parametrize("fault,path", [
+    ({"FAIL_SAVE_NTH": "2", "FAIL_SAVE_ERRNO": "ENOSPC"}, "4.orbax-checkpoint-tmp"),
+    ({"FAIL_WRITE_STEP": "4"}, "4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/"),
+], ids=["commit_oserror", "tensorstore_write"])
+def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(fault, path, ref, workdir, sub_env):
+    """ENOSPC in Orbax's commit (an OSError) or in TensorStore's array writes (a ValueError carrying the errno,
+    logged by each of Orbax's save threads): one line naming the path, nothing else on stderr, exit 5."""
+    run = workdir / f"FULL_{len(list(workdir.glob('FULL_*')))}"
     p = run_proc([sys.executable, LAUNCHER, "train", *KEEP_ALL, "--total-steps", X, "--run-dir", run], sub_env,
-                 workdir, {"FAIL_SAVE_NTH": "2", "FAIL_SAVE_ERRNO": "ENOSPC"})
-    assert "SAVE_FAILED 4" in p.stdout
+                 workdir, fault)
+    assert ("SAVE_FAILED 4" if "FAIL_SAVE_NTH" in fault else "WRITE_FAILED 4") in p.stdout
     assert p.returncode == 5, p.stderr[-3000:]
-    (line,) = errors(p.stderr)
-    assert line == (f"mjxmeta: error: cannot write a checkpoint to {run / 'checkpoints' / '4.orbax-checkpoint-tmp'}: "
-                    "No space left on device (the checkpoints before it are intact: [2])")
+    line = (f"mjxmeta: error: cannot write a checkpoint to {run / 'checkpoints'}/{path}: "
+            "No space left on device (the checkpoints before it are intact: [2])")
+    assert p.stderr.splitlines()[1:] == [line], p.stderr[-3000:]  # after the banner: the one line
     assert_clean(p.stderr)
     assert finalized_steps(run) == [2] and not (run / ".lock").exists()
     assert_same_state(run, ref, 2)
