@@ -49,6 +49,7 @@ import io
 import re
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -64,6 +65,49 @@ from mjxmeta.runs.loop import (CONFIG, NonFiniteError, ResumeError, evaluate_che
 EXIT_INVALID, EXIT_NONFINITE, EXIT_RESUME, EXIT_OS_ERROR, EXIT_NO_VERIFIED = 2, 3, 4, 5, 6
 
 __all__ = ["FLAGS", "build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
+
+
+# ------------------------------------------------- known start-up noise
+# Printed on every run, saying nothing about it: mujoco.mjx.warp prints these two lines to stdout when the optional
+# MuJoCo Warp is not installed (mjxmeta does not use it), and Brax warns this for every MJX env it builds. Exactly
+# these are dropped; every other line and warning passes.
+_WARP_MODULE = "mujoco.mjx.warp"
+_WARP_LINES = ("Failed to import warp: ", "Failed to import mujoco_warp: ")
+_BRAX_NOTICE = r"Brax System, piplines and environments are not actively being maintained"
+
+
+class _QuietWarpImport(importlib.abc.MetaPathFinder):
+    """Imports :data:`_WARP_MODULE` with its stdout filtered: the :data:`_WARP_LINES` are dropped."""
+
+    def find_spec(self, name, path, target=None):
+        if name != _WARP_MODULE:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                break
+        else:
+            return None
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    run(module)
+            finally:
+                sys.stdout.write("".join(line for line in out.getvalue().splitlines(keepends=True)
+                                         if not line.startswith(_WARP_LINES)))
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def quiet_known_noise() -> None:
+    """Drops the known start-up messages above (idempotent); called first by :func:`main`."""
+    warnings.filterwarnings("ignore", message=_BRAX_NOTICE, category=UserWarning)
+    if not any(isinstance(f, _QuietWarpImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietWarpImport())
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -458,6 +502,7 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
+    quiet_known_noise()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["bench"]:  # own parser: mjxmeta/tools/bench.py
         from mjxmeta.tools.bench import main as bench_main

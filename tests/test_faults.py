@@ -482,3 +482,43 @@ def test_lock_is_exclusive_across_processes_reentrant_and_stale_locks_are_taken_
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     outer.release()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_known_startup_noise_is_dropped_and_nothing_else(tmp_path):
+    """The two lines mujoco.mjx.warp prints when MuJoCo Warp cannot be imported, and Brax's "not actively
+    maintained" warning, are dropped by the CLI's filters; other output and warnings pass. Without the filters
+    the same script shows them (the case is real, not staged)."""
+    script = (
+        "import sys, warnings\n"
+        "import mjxmeta.cli\n"
+        "if sys.argv[1] == 'on': mjxmeta.cli.quiet_known_noise()\n"
+        "sys.modules['warp'] = None  # MuJoCo Warp not importable\n"
+        "import mujoco.mjx.warp\n"
+        "print('other line')\n"
+        "warnings.warn('Brax System, piplines and environments are not actively being maintained. Please see MJX')\n"
+        "warnings.warn('another warning')\n")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    out = {mode: subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True,
+                                timeout=TIMEOUT) for mode in ("off", "on")}
+    for p in out.values():
+        assert p.returncode == 0, p.stderr[-2000:]
+    off, on = out["off"], out["on"]
+    assert off.stdout.startswith("Failed to import warp: ") and "Failed to import mujoco_warp: " in off.stdout
+    assert "not actively being maintained" in off.stderr
+    assert on.stdout == "other line\n"
+    assert "not actively being maintained" not in on.stderr and "UserWarning: another warning" in on.stderr
+
+
+def test_stored_programs_directory_is_private(tmp_path):
+    from mjxmeta.runs import program_cache
+
+    before = program_cache.directory()
+    try:
+        new = program_cache.enable(tmp_path / "fresh")
+        assert new == tmp_path / "fresh" / program_cache.SUBDIR and new.stat().st_mode & 0o777 == 0o700
+        loose = tmp_path / "loose" / program_cache.SUBDIR
+        loose.mkdir(parents=True)
+        loose.chmod(0o755)
+        assert program_cache.enable(loose.parent) == loose and loose.stat().st_mode & 0o777 == 0o700
+    finally:
+        program_cache._DIR = before
