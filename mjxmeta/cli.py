@@ -27,8 +27,8 @@ directory refused (holds a run, or locked by another train process), 3
 non-finite values (message names seed, iteration and quantity), 4 resume
 refused (config differs or does not parse), 5 an OS error writing the run
 (disk full, unwritable directory; earlier checkpoints stay intact), 6 no
-checkpoint passes verification, 130/143 stopped by SIGINT/SIGTERM after a
-final checkpoint. The README's "Reliability" section lists the guarantees.
+checkpoint passes verification, 129/130/143 stopped by SIGHUP/SIGINT/SIGTERM
+after a final checkpoint. The README's "Reliability" section lists the guarantees.
 
 Compiled programs are kept in JAX's persistent compilation cache,
 ``~/.cache/mjxmeta/jax`` (``$XDG_CACHE_HOME/mjxmeta/jax``), so a second run of
@@ -42,10 +42,14 @@ from __future__ import annotations
 
 import argparse
 import builtins
+import contextlib
 import dataclasses
+import importlib.abc
+import io
 import re
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,10 +61,53 @@ from mjxmeta.api import train
 from mjxmeta.runs.loop import (CONFIG, NonFiniteError, ResumeError, evaluate_checkpoint, format_table, load_checkpoint,
                                load_config, prepare_run_dir)
 
-# Exit codes (README, "Reliability"); a signal stop exits with 128 + the signal (130 SIGINT, 143 SIGTERM).
+# Exit codes (README, "Reliability"); a signal stop exits with 128 + the signal (129 SIGHUP, 130 SIGINT, 143 SIGTERM).
 EXIT_INVALID, EXIT_NONFINITE, EXIT_RESUME, EXIT_OS_ERROR, EXIT_NO_VERIFIED = 2, 3, 4, 5, 6
 
 __all__ = ["FLAGS", "build_parser", "config_from_args", "main", "prepare_run_dir", "format_table", "train"]
+
+
+# ------------------------------------------------- known start-up noise
+# Printed on every run, saying nothing about it: mujoco.mjx.warp prints these two lines to stdout when the optional
+# MuJoCo Warp is not installed (mjxmeta does not use it), and Brax warns this for every MJX env it builds. Exactly
+# these are dropped; every other line and warning passes.
+_WARP_MODULE = "mujoco.mjx.warp"
+_WARP_LINES = ("Failed to import warp: ", "Failed to import mujoco_warp: ")
+_BRAX_NOTICE = r"Brax System, piplines and environments are not actively being maintained"
+
+
+class _QuietWarpImport(importlib.abc.MetaPathFinder):
+    """Imports :data:`_WARP_MODULE` with its stdout filtered: the :data:`_WARP_LINES` are dropped."""
+
+    def find_spec(self, name, path, target=None):
+        if name != _WARP_MODULE:
+            return None
+        for finder in sys.meta_path:
+            spec = None if finder is self else getattr(finder, "find_spec", lambda *a: None)(name, path, target)
+            if spec is not None and spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                break
+        else:
+            return None
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            out = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(out):
+                    run(module)
+            finally:
+                sys.stdout.write("".join(line for line in out.getvalue().splitlines(keepends=True)
+                                         if not line.startswith(_WARP_LINES)))
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def quiet_known_noise() -> None:
+    """Drops the known start-up messages above (idempotent); called first by :func:`main`."""
+    warnings.filterwarnings("ignore", message=_BRAX_NOTICE, category=UserWarning)
+    if not any(isinstance(f, _QuietWarpImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _QuietWarpImport())
 
 
 def _widths(text: str) -> tuple[int, ...]:
@@ -250,7 +297,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     """``mjxmeta train``: the run directory is claimed (:mod:`mjxmeta.runs.layout`: locked; a new run refuses a
     directory that holds one) and the config resolved before anything compiles; the lock is held to the end."""
     from mjxmeta.runs import layout as rundir
-    from mjxmeta.runs.resume import resume_config
+    from mjxmeta.runs.resume import check_budget, resume_config
 
     try:  # before anything else touches JAX
         distributed.initialize(a.coordinator, a.num_processes, a.process_id, auto=a.distributed)
@@ -270,6 +317,7 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
                 raise ConfigError("run_dir", a.run_dir, f"omitted or equal to --resume {a.resume}")
             lock = rundir.RunLock(run_dir).acquire()
             config = config_from_args(a, base=resume_config(run_dir))
+            check_budget(run_dir, config)  # --total-steps below what the run has done: refused, nothing written
             distributed.check_seeds(config)
         else:
             config = config_from_args(a)
@@ -281,10 +329,11 @@ def _train(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
     try:
         claimed = distributed.on_main(claim)
         run_dir, config = Path(claimed["run_dir"]), from_dict(claimed["config"], checked=True)
-    except (ConfigError, rundir.RunDirError, ResumeError, distributed.PeerFailed) as e:
+    except (ConfigError, rundir.RunDirError, ResumeError, distributed.PeerFailed, OSError) as e:
         if lock is not None:
             lock.release()
-        parser.exit(exit_code(e), f"mjxmeta: error: {e}\n")
+        parser.exit(exit_code(e), (_os_error_line(e, Path(a.resume or a.run_dir or ".")) if isinstance(e, OSError)
+                                   else f"mjxmeta: error: {e}") + "\n")
     try:
         return _run_train(config, run_dir, a.resume is not None, not a.no_progress)
     finally:
@@ -303,24 +352,37 @@ def exit_code(e: BaseException) -> int:
     return codes.get(kind, EXIT_OS_ERROR if os_error else EXIT_INVALID)
 
 
+def _os_error_line(e: OSError, fallback: Path) -> str:
+    """The one stderr line of an OS error writing the run (exit 5)."""
+    return f"mjxmeta: error: cannot write {e.filename or fallback}: {e.strerror or e}"
+
+
 def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> int:
-    """``train`` with every failure mapped to one line on stderr and its exit code."""
+    """``train`` with every failure mapped to one line on stderr and its exit code.
+
+    The signal handlers (:class:`mjxmeta.runs.preemption.StopSignals`, which
+    :func:`mjxmeta.runs.loop.train` enters again) are installed before the start
+    banner, so a signal sent once the banner is out stops the run cleanly.
+    """
     from mjxmeta.runs.checkpoint import CheckpointCorrupt, CheckpointWriteError
-    from mjxmeta.runs.preemption import Stopped
+    from mjxmeta.runs.preemption import StopSignals, Stopped
     from mjxmeta.runs.layout import RunDirError
 
     its = executed_iterations(config)
     main = distributed.is_main()
-    if main and config.student.name in BRAX_STUDENTS:
-        print(f"run dir: {run_dir}  (Brax {config.student.name}: {config.total_steps} env steps per seed, "
-              f"{config.seeds} seeds one after another)", file=sys.stderr)
-    elif main:
-        print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of {config.log_every}, "
-              f"x {config.steps_per_iteration} env steps = {its * config.steps_per_iteration} env steps per seed, "
-              f"{config.seeds} seeds" + (f" x {config.num_points} sweep combinations" if config.sweep else "")
-              + f"{distributed.describe()})", file=sys.stderr)
+    brax = config.student.name in BRAX_STUDENTS  # Brax's trainers take no stop request
     try:
-        final = train(config, run_dir, resume=resume, progress=progress).final_returns
+        with contextlib.nullcontext() if brax else StopSignals(run_dir):
+            if main and brax:
+                print(f"run dir: {run_dir}  (Brax {config.student.name}: {config.total_steps} env steps per seed, "
+                      f"{config.seeds} seeds one after another)", file=sys.stderr)
+            elif main:
+                print(f"run dir: {run_dir}  ({its} iterations = {its // config.log_every} chunks of "
+                      f"{config.log_every}, x {config.steps_per_iteration} env steps = "
+                      f"{its * config.steps_per_iteration} env steps per seed, {config.seeds} seeds"
+                      + (f" x {config.num_points} sweep combinations" if config.sweep else "")
+                      + f"{distributed.describe()})", file=sys.stderr, flush=True)
+            final = train(config, run_dir, resume=resume, progress=progress).final_returns
     except Stopped as e:
         print(e.line(), file=sys.stderr)
         return e.exit_code
@@ -331,7 +393,7 @@ def _run_train(config: Config, run_dir: Path, resume: bool, progress: bool) -> i
         print(f"mjxmeta: error: {e.strerror}", file=sys.stderr)
         return EXIT_OS_ERROR
     except OSError as e:  # disk full, directory removed or read-only while writing metrics, config, ...
-        print(f"mjxmeta: error: cannot write {e.filename or run_dir}: {e.strerror or e}", file=sys.stderr)
+        print(_os_error_line(e, run_dir), file=sys.stderr)
         return EXIT_OS_ERROR
     if main:
         print(format_table(config, final))
@@ -440,6 +502,7 @@ def _render(parser: argparse.ArgumentParser, a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mjxmeta`` console script; returns the exit code."""
+    quiet_known_noise()
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["bench"]:  # own parser: mjxmeta/tools/bench.py
         from mjxmeta.tools.bench import main as bench_main

@@ -9,9 +9,15 @@ Runs are real subprocesses on the tiny ``pendulum`` setup of
 ``test_checkpoint.py`` (same ``FLAGS``, so the same compiled program; the
 ``--keep 20`` here keeps every checkpoint of the reference run). The cases that
 need a fault inside a running trainer use ``tests/_fault_launcher.py``:
-``SLOW_CHUNK`` parks a known chunk in flight (to signal it there) and
-``FAIL_SAVE_NTH`` raises ``OSError(ENOSPC)`` in Orbax's commit of a save, where
-a full disk surfaces.
+``SLOW_CHUNK`` parks a known chunk in flight (to signal it there),
+``FAIL_SAVE_NTH`` raises ``OSError(ENOSPC)`` in Orbax's commit of a save and
+``FAIL_WRITE_STEP`` TensorStore's ENOSPC error in its array writes, where a
+full disk surfaces.
+
+No test depends on how fast anything runs: a test acts on an observed event
+(a marker of the launcher or a line on stderr, :class:`Launched`), a parked
+chunk or save goes on only when the test creates its gate file, and the
+assertions are on what was written (checkpoints, rows, stderr lines).
 """
 
 from __future__ import annotations
@@ -31,9 +37,9 @@ from pathlib import Path
 import pytest
 
 from mjxmeta.runs.programs import programs_of
-from test_checkpoint import (FLAGS, HERE, LAUNCHER, STEPS_PER_ITERATION, TIMEOUT, _cmd, _kill, assert_bit_identical,
-                             check_ok, finalized_steps, metrics_rows, mjx, record_wo_wall, restore, run_proc,
-                             sub_env, tmp_dirs, without_wall, workdir)
+from test_checkpoint import (CLI, FLAGS, HERE, LAUNCHER, STEPS_PER_ITERATION, TIMEOUT, _cmd, _kill,
+                             assert_bit_identical, check_ok, finalized_steps, metrics_rows, mjx, record_wo_wall,
+                             restore, run_proc, sub_env, tmp_dirs, without_wall, workdir)
 
 __all__ = ["sub_env", "workdir"]  # module-scoped fixtures reused from test_checkpoint
 
@@ -70,25 +76,86 @@ def assert_same_state(run: Path, ref: Path, step: int) -> None:
     assert record_wo_wall(rg) == record_wo_wall(rw) and rg[DIGEST] == rw[DIGEST]
 
 
-def start_parked(run: Path, env, cwd, chunk: int, seconds: float, extra=()) -> tuple[subprocess.Popen, list]:
-    """Starts the launcher on ``run`` and returns once chunk ``chunk`` is in flight (parked ``seconds``)."""
-    err = open(cwd / f"{run.name}.stderr", "w")
-    proc = subprocess.Popen(_cmd([sys.executable, LAUNCHER, "train", *KEEP_ALL, "--total-steps", BIG,
-                                  "--run-dir", run, *extra]),
-                            env={**env, "SLOW_CHUNK": str(chunk), "SLOW_CHUNK_SECONDS": str(seconds)}, cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=err, text=True)
-    lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            if lines.get(timeout=0.5).startswith(f"CHUNK_IN_FLIGHT {chunk}"):
-                return proc, [err]
-        except queue.Empty:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _kill(proc)
-                raise RuntimeError(f"launcher ended (exit {proc.returncode}) before chunk {chunk}: "
-                                   f"{(cwd / f'{run.name}.stderr').read_text()[-2000:]}")
+class Launched:
+    """A trainer subprocess whose stdout (the launcher's markers) and stderr are collected line by line, so a
+    test can act on an observed event (:meth:`wait_for`) instead of on elapsed time."""
+
+    def __init__(self, args, env, cwd, extra_env=None):
+        self.proc = subprocess.Popen(_cmd(args), env={**env, **(extra_env or {})}, cwd=cwd, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.out: list[str] = []
+        self.err: list[str] = []
+        self._news: queue.Queue[str] = queue.Queue()
+        self._readers = [threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+                         for stream, lines in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, stream, lines: list[str]) -> None:
+        for line in stream:
+            lines.append(line)
+            self._news.put(line)
+
+    def wait_for(self, text: str) -> None:
+        """Returns once a line of stdout or stderr starts with ``text``; fails if the process ends first."""
+        deadline = time.monotonic() + TIMEOUT
+        while not any(line.startswith(text) for line in self.out + self.err):
+            try:
+                self._news.get(timeout=0.5)
+            except queue.Empty:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.kill()
+                    raise RuntimeError(f"process ended (exit {self.proc.returncode}) before {text!r}: "
+                                       f"{''.join(self.err)[-2000:]}")
+
+    def finish(self) -> int:
+        """Waits for the exit (and the last output); returns the exit code."""
+        self.proc.wait(timeout=TIMEOUT)
+        for t in self._readers:
+            t.join(timeout=TIMEOUT)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        _kill(self.proc)
+
+    def __enter__(self) -> "Launched":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.kill()
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self.err)
+
+    def after_banner(self) -> list[str]:
+        """The stderr lines after the start banner ``run dir: ...``."""
+        assert self.err and self.err[0].startswith("run dir: "), self.stderr[-2000:]
+        return [line.rstrip("\n") for line in self.err[1:]]
+
+
+FIRST_SIGTERM = "mjxmeta: SIGTERM received: stopping after the chunk in flight (send it again to abandon the chunk)"
+
+
+def start_parked(run: Path, env, cwd, chunk: int, extra=(), extra_env=None) -> tuple[Launched, Path]:
+    """Starts the launcher on ``run`` and returns once chunk ``chunk`` is in flight, parked until the returned
+    gate file is created (``gate.touch()``)."""
+    gate = cwd / f"{run.name}.gate"
+    proc = Launched([sys.executable, LAUNCHER, "train", *KEEP_ALL, "--total-steps", BIG, "--run-dir", run, *extra],
+                    env, cwd, {"SLOW_CHUNK": str(chunk), "SLOW_CHUNK_SECONDS": str(TIMEOUT),
+                               "SLOW_CHUNK_GATE": str(gate), **(extra_env or {})})
+    proc.wait_for(f"CHUNK_IN_FLIGHT {chunk}")
+    return proc, gate
+
+
+def stop_line(run: Path, iteration: int) -> str:
+    return f"stopped at iteration {iteration}; resume with: mjxmeta train --resume {run}"
+
+
+def assert_rows_match_reference(run: Path, ref: Path, last: int) -> None:
+    """``metrics.jsonl`` of ``run`` holds exactly the reference's rows up to iteration ``last`` (each once)."""
+    want = [r for r in without_wall(metrics_rows(ref)) if r["iteration"] <= last]
+    assert without_wall(metrics_rows(run)) == want
 
 
 @pytest.fixture(scope="module")
@@ -121,41 +188,104 @@ def test_fresh_train_over_a_run_is_refused_and_overwrite_moves_it_aside(ref, wor
     assert finalized_steps(run) == [2] and [r["iteration"] for r in metrics_rows(run)] == [2, 2]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_mid_run_saves_stops_and_resumes_bit_exact(sig, ref, workdir, sub_env):
-    """The signal arrives while chunk 3 (iterations 5-6) is in flight: it is finished, saved, exit 128 + sig."""
+    """The signal arrives while chunk 3 (iterations 5-6) is parked in flight; the chunk goes on only once the
+    handler said so on stderr, so it is finished, saved as iteration 6 and the run exits 128 + sig. SIGHUP (a
+    closed terminal) is handled like SIGTERM."""
     run = workdir / f"SIG_{sig.name}"
     concurrent = sig == signal.SIGTERM  # while it runs, other trainers on the same dir are refused
-    proc, files = start_parked(run, sub_env, workdir, chunk=3, seconds=20 if concurrent else 6)
-    try:
+    proc, gate = start_parked(run, sub_env, workdir, chunk=3)
+    with proc:
         if concurrent:
-            assert json.loads((run / ".lock").read_text())["pid"] == proc.pid
+            assert json.loads((run / ".lock").read_text())["pid"] == proc.proc.pid
             host = socket.gethostname()
             for args in (["--resume", run], [*KEEP_ALL, "--run-dir", run, "--total-steps", X],
                          [*KEEP_ALL, "--run-dir", run, "--total-steps", X, "--overwrite"]):
                 q = mjx("train", *args, env=sub_env, cwd=workdir)
                 assert q.returncode == 2, q.stderr[-2000:]
                 (line,) = errors(q.stderr)
-                assert f"PID {proc.pid} on host {host}" in line, line
+                assert f"PID {proc.proc.pid} on host {host}" in line, line
                 assert_clean(q.stderr)
-            assert proc.poll() is None and not list(workdir.glob(f"{run.name}.old-*"))
-        os.kill(proc.pid, sig)
-        proc.wait(timeout=TIMEOUT)
-    finally:
-        _kill(proc)
-        for f in files:
-            f.close()
-    stderr = (workdir / f"{run.name}.stderr").read_text()
-    assert proc.returncode == 128 + sig, stderr[-3000:]
-    assert stderr.rstrip().splitlines()[-1] == f"stopped at iteration 6; resume with: mjxmeta train --resume {run}"
+            assert proc.proc.poll() is None and not list(workdir.glob(f"{run.name}.old-*"))
+        os.kill(proc.proc.pid, sig)
+        proc.wait_for(f"mjxmeta: {sig.name} received: stopping after the chunk in flight")
+        gate.touch()
+        code = proc.finish()
+    stderr = proc.stderr
+    assert code == 128 + sig, stderr[-3000:]
+    saved = finalized_steps(run)
+    assert stderr.rstrip().splitlines()[-1] == stop_line(run, saved[-1])  # names the checkpoint on disk
+    assert saved == [2, 4, 6] and tmp_dirs(run) == []  # the parked chunk, finished and saved
+    assert_rows_match_reference(run, ref, 6)
+    assert_same_state(run, ref, 6)
     assert_clean(stderr)
-    assert finalized_steps(run) == [2, 4, 6] and tmp_dirs(run) == []
     assert not (run / ".lock").exists()
 
     p = check_ok(mjx("train", "--resume", run, "--total-steps", X, "--no-progress", env=sub_env, cwd=workdir))
     assert f"resumed {run} at iteration 6" in p.stderr
     assert_same_state(run, ref, 8)
     assert without_wall(metrics_rows(run)) == without_wall(metrics_rows(ref))
+
+
+def test_signal_right_after_the_start_banner_stops_cleanly(ref, workdir, sub_env):
+    """SIGTERM as soon as the banner is on stderr (before the imports, the compile and the first chunk): the
+    handler is already installed, so the first chunk is finished and saved and the run stops with 143."""
+    run = workdir / "EARLY"
+    with Launched([*CLI, "train", *KEEP_ALL, "--total-steps", BIG, "--run-dir", run], sub_env, workdir) as proc:
+        proc.wait_for(f"run dir: {run}  (")
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        code = proc.finish()
+    assert code == 143, proc.stderr[-3000:]
+    assert proc.after_banner() == [FIRST_SIGTERM, stop_line(run, 2)]
+    assert finalized_steps(run) == [2] and tmp_dirs(run) == [] and not (run / ".lock").exists()
+    assert_rows_match_reference(run, ref, 2)
+    assert_same_state(run, ref, 2)
+
+
+def test_second_signal_during_the_final_save_finishes_it_in_one_line(ref, workdir, sub_env):
+    """A second SIGTERM while the final checkpoint (iteration 6) is being committed: the save is finished, one
+    note says so, no traceback, and the checkpoint is the straight run's."""
+    run = workdir / "TWICE"
+    save_gate = workdir / "TWICE.save_gate"
+    proc, gate = start_parked(run, sub_env, workdir, chunk=3, extra_env={
+        "SLOW_SAVE_NTH": "3", "SLOW_SAVE_SECONDS": str(TIMEOUT), "SLOW_SAVE_GATE": str(save_gate)})
+    with proc:
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        proc.wait_for(FIRST_SIGTERM)
+        gate.touch()
+        proc.wait_for("SAVE_STARTED 6 ")  # the commit of checkpoint 6 is parked
+        os.kill(proc.proc.pid, signal.SIGTERM)
+        proc.wait_for("mjxmeta: SIGTERM received again")
+        save_gate.touch()
+        code = proc.finish()
+    assert code == 143, proc.stderr[-3000:]
+    assert proc.after_banner() == [
+        FIRST_SIGTERM, "mjxmeta: SIGTERM received again: finishing the checkpoint being written first",
+        stop_line(run, 6)]
+    assert finalized_steps(run) == [2, 4, 6] and tmp_dirs(run) == [] and not (run / ".lock").exists()
+    assert_same_state(run, ref, 6)
+
+
+def test_run_dir_deleted_mid_run_stops_with_exit_5_naming_it(workdir, sub_env):
+    """The run directory is removed while chunk 3 is in flight (checkpoint 4 committed): the run stops with
+    exit 5 before writing that chunk's rows or checkpoint, in one line naming the directory, and writes nothing
+    more (the directory is not recreated)."""
+    run = workdir / "GONE"
+    proc, gate = start_parked(run, sub_env, workdir, chunk=3)
+    with proc:
+        deadline = time.monotonic() + TIMEOUT
+        while not (run / "checkpoints" / "4").is_dir():  # the committed checkpoint 4 (chunk 3 is parked)
+            assert proc.proc.poll() is None and time.monotonic() < deadline, proc.stderr[-2000:]
+            time.sleep(0.1)
+        shutil.rmtree(run)
+        gate.touch()
+        code = proc.finish()
+    assert code == 5, proc.stderr[-3000:]
+    assert proc.after_banner() == [f"mjxmeta: error: cannot write {run}: the run directory was deleted or moved "
+                                   "while this run was writing it; stopped before writing more rows or checkpoints "
+                                   "into it"]
+    assert not run.exists()
 
 
 def test_flipped_byte_and_damaged_metrics_fall_back_to_the_previous_verified_checkpoint(ref, workdir, sub_env):
@@ -252,15 +382,21 @@ def test_edited_config_json_is_refused_on_resume(edit, expected, ref, workdir, c
         assert "config.json" in line
 
 
-def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(ref, workdir, sub_env):
-    run = workdir / "FULL"
+@pytest.mark.parametrize("fault,path", [
+    ({"FAIL_SAVE_NTH": "2", "FAIL_SAVE_ERRNO": "ENOSPC"}, "4.orbax-checkpoint-tmp"),
+    ({"FAIL_WRITE_STEP": "4"}, "4.orbax-checkpoint-tmp/state.orbax-checkpoint-tmp/ocdbt.process_0/"),
+], ids=["commit_oserror", "tensorstore_write"])
+def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(fault, path, ref, workdir, sub_env):
+    """ENOSPC in Orbax's commit (an OSError) or in TensorStore's array writes (a ValueError carrying the errno,
+    logged by each of Orbax's save threads): one line naming the path, nothing else on stderr, exit 5."""
+    run = workdir / f"FULL_{len(list(workdir.glob('FULL_*')))}"
     p = run_proc([sys.executable, LAUNCHER, "train", *KEEP_ALL, "--total-steps", X, "--run-dir", run], sub_env,
-                 workdir, {"FAIL_SAVE_NTH": "2", "FAIL_SAVE_ERRNO": "ENOSPC"})
-    assert "SAVE_FAILED 4" in p.stdout
+                 workdir, fault)
+    assert ("SAVE_FAILED 4" if "FAIL_SAVE_NTH" in fault else "WRITE_FAILED 4") in p.stdout
     assert p.returncode == 5, p.stderr[-3000:]
-    (line,) = errors(p.stderr)
-    assert line == (f"mjxmeta: error: cannot write a checkpoint to {run / 'checkpoints' / '4.orbax-checkpoint-tmp'}: "
-                    "No space left on device (the checkpoints before it are intact: [2])")
+    line = (f"mjxmeta: error: cannot write a checkpoint to {run / 'checkpoints'}/{path}: "
+            "No space left on device (the checkpoints before it are intact: [2])")
+    assert p.stderr.splitlines()[1:] == [line], p.stderr[-3000:]  # after the banner: the one line
     assert_clean(p.stderr)
     assert finalized_steps(run) == [2] and not (run / ".lock").exists()
     assert_same_state(run, ref, 2)
@@ -268,6 +404,59 @@ def test_disk_full_at_save_is_one_line_and_keeps_the_previous_checkpoint(ref, wo
     p = check_ok(mjx("train", "--resume", run, "--total-steps", X, "--no-progress", env=sub_env, cwd=workdir))
     assert f"resumed {run} at iteration 2" in p.stderr
     assert_same_state(run, ref, 8)
+
+
+def test_truncated_latest_checkpoint_resume_falls_back_in_one_line_each(ref, workdir, sub_env):
+    run = copy_run(ref, workdir / "TRUNC_RESUME")
+    for f in (run / "checkpoints" / "8" / "state").rglob("*"):
+        if f.is_file() and f.parent.name == "d":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+    p = check_ok(mjx("train", "--resume", run, "--total-steps", X, "--no-progress", env=sub_env, cwd=workdir))
+    after = p.stderr.splitlines()[1:]  # after the banner
+    assert len(after) == 4, p.stderr[-3000:]
+    assert after[0].startswith(f"mjxmeta: checkpoint 8 in {run / 'checkpoints'} failed verification: ")
+    assert after[1] == "mjxmeta: using checkpoint 6 (verified) instead of 8"
+    assert after[2].startswith(f"mjxmeta: moved failed checkpoint 8 to {run / 'failed_checkpoints'}/8.")
+    assert after[3] == f"resumed {run} at iteration 6 (1500 env steps)"
+    assert_clean(p.stderr)
+    assert_same_state(run, ref, 8)
+
+
+def test_resume_below_the_steps_done_is_refused_before_anything_is_written(ref, workdir, sub_env):
+    run = copy_run(ref, workdir / "SHRINK")
+    before = tree_bytes(run)
+    p = mjx("train", "--resume", run, "--total-steps", 6 * STEPS_PER_ITERATION, "--no-progress", env=sub_env,
+            cwd=workdir)
+    assert p.returncode == 2, p.stderr[-2000:]
+    (line,) = errors(p.stderr)
+    assert line == (f"mjxmeta: error: config field 'total_steps' = {6 * STEPS_PER_ITERATION} is invalid: accepted "
+                    f"at least {X}, the env steps per seed {run} has already done (its checkpoint at iteration 8); "
+                    "a resume can extend the budget, not cut it")
+    assert p.stderr.splitlines() == [line]  # refused before the banner
+    assert tree_bytes(run) == before and not (run / ".lock").exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "dangling_symlink"])
+@pytest.mark.parametrize("fresh", [False, True], ids=["resume", "fresh"])
+def test_lock_that_cannot_be_opened_is_exit_5_in_one_line(kind, fresh, ref, workdir, sub_env):
+    run = workdir / f"LOCK_{kind}_{fresh}"
+    if fresh:
+        run.mkdir()
+    else:
+        copy_run(ref, run)
+    if kind == "directory":
+        (run / ".lock").mkdir()
+        reason = "Is a directory"
+    else:
+        (run / ".lock").symlink_to(workdir / "no_such_dir" / "lock")
+        reason = "No such file or directory"
+    before = tree_bytes(run)
+    args = [*KEEP_ALL, "--total-steps", X, "--run-dir", run] if fresh else ["--resume", run, "--total-steps", X]
+    p = mjx("train", *args, env=sub_env, cwd=workdir)
+    assert p.returncode == 5, p.stderr[-2000:]
+    assert p.stderr.splitlines() == [f"mjxmeta: error: cannot write {run / '.lock'}: cannot open the run's lock "
+                                     f"file ({reason}); a train needs to create and lock it"]
+    assert tree_bytes(run) == before and (run / ".lock").is_symlink() == (kind == "dangling_symlink")
 
 
 # ------------------------------------------------------------------ in-process units
@@ -293,3 +482,43 @@ def test_lock_is_exclusive_across_processes_reentrant_and_stale_locks_are_taken_
     assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
     outer.release()
     assert not (tmp_path / ".lock").exists()
+
+
+def test_known_startup_noise_is_dropped_and_nothing_else(tmp_path):
+    """The two lines mujoco.mjx.warp prints when MuJoCo Warp cannot be imported, and Brax's "not actively
+    maintained" warning, are dropped by the CLI's filters; other output and warnings pass. Without the filters
+    the same script shows them (the case is real, not staged)."""
+    script = (
+        "import sys, warnings\n"
+        "import mjxmeta.cli\n"
+        "if sys.argv[1] == 'on': mjxmeta.cli.quiet_known_noise()\n"
+        "sys.modules['warp'] = None  # MuJoCo Warp not importable\n"
+        "import mujoco.mjx.warp\n"
+        "print('other line')\n"
+        "warnings.warn('Brax System, piplines and environments are not actively being maintained. Please see MJX')\n"
+        "warnings.warn('another warning')\n")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent)}
+    out = {mode: subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True,
+                                timeout=TIMEOUT) for mode in ("off", "on")}
+    for p in out.values():
+        assert p.returncode == 0, p.stderr[-2000:]
+    off, on = out["off"], out["on"]
+    assert off.stdout.startswith("Failed to import warp: ") and "Failed to import mujoco_warp: " in off.stdout
+    assert "not actively being maintained" in off.stderr
+    assert on.stdout == "other line\n"
+    assert "not actively being maintained" not in on.stderr and "UserWarning: another warning" in on.stderr
+
+
+def test_stored_programs_directory_is_private(tmp_path):
+    from mjxmeta.runs import program_cache
+
+    before = program_cache.directory()
+    try:
+        new = program_cache.enable(tmp_path / "fresh")
+        assert new == tmp_path / "fresh" / program_cache.SUBDIR and new.stat().st_mode & 0o777 == 0o700
+        loose = tmp_path / "loose" / program_cache.SUBDIR
+        loose.mkdir(parents=True)
+        loose.chmod(0o755)
+        assert program_cache.enable(loose.parent) == loose and loose.stat().st_mode & 0o777 == 0o700
+    finally:
+        program_cache._DIR = before

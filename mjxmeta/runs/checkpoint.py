@@ -42,6 +42,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -199,12 +200,25 @@ def _quiet_late_read_callbacks() -> None:
     sys.unraisablehook = hook
 
 
+_TS_ERRNO = re.compile(r"\[os_error_code='(\d+)'\]")  # TensorStore's I/O errors (a ValueError) end with this
+_TS_PATH = re.compile(r'local file "([^"]+)"')
+
+
 def os_error_in(e: BaseException) -> OSError | None:
-    """The first OSError in ``e``'s cause/context chain (Orbax re-raises I/O errors of its threads)."""
+    """The first OSError in ``e``'s cause/context chain (Orbax re-raises I/O errors of its threads).
+
+    TensorStore reports a failed write (a full disk, a vanished directory) as
+    ``ValueError("RESOURCE_EXHAUSTED: Error writing local file \"PATH\": ...
+    [os_error_code='28']")``; such an error counts as ``OSError(28, strerror, PATH)``.
+    """
     seen = set()
     while e is not None and id(e) not in seen:
         if isinstance(e, OSError):
             return e
+        code = _TS_ERRNO.search(str(e))
+        if code:
+            path = _TS_PATH.search(str(e))
+            return OSError(int(code[1]), os.strerror(int(code[1])), path[1] if path else None)
         seen.add(id(e))
         e = e.__cause__ or e.__context__
     return None

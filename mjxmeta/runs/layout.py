@@ -17,7 +17,9 @@ completeness, malformed and missing rows reported) belongs to the sink that
 writes it: :class:`mjxmeta.runs.sinks.JsonlSink`.
 
 Errors are :class:`RunDirError` (exit code 2 in the CLI); a config that
-cannot be resumed is :class:`ResumeError` (exit 4).
+cannot be resumed is :class:`ResumeError` (exit 4); a ``.lock`` that cannot be
+opened, or a run directory deleted or moved under a running train
+(:meth:`RunLock.check`), is an ``OSError`` naming the path (exit 5).
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class RunLock:
     Raises (from :meth:`acquire`):
       RunDirError: another live process holds the lock; the message names its
         PID and host.
+      OSError: ``.lock`` cannot be opened (a directory of that name, a
+        read-only directory or file system); ``filename`` is its path.
     """
 
     def __init__(self, run_dir: str | Path, created: bool = False):
@@ -107,7 +111,11 @@ class RunLock:
             self._owner = held
             return held
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as e:  # a directory named .lock, a read-only directory or file system, ...
+                raise OSError(e.errno, f"cannot open the run's lock file ({e.strerror}); a train needs to create "
+                                       f"and lock it", str(self.path)) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as e:
@@ -140,6 +148,21 @@ class RunLock:
         self._fd, self._depth = fd, 1
         _HELD[key] = self
         return self
+
+    def check(self) -> None:
+        """Raises OSError(ENOENT, filename ``run_dir``) if the locked ``.lock`` is no longer at ``run_dir/.lock``:
+        the run directory was deleted, moved or replaced while this process held it."""
+        fd = self._owner._fd
+        if fd is None:
+            return
+        try:
+            held, there = os.fstat(fd), os.stat(self.path)
+            same = held.st_nlink > 0 and (held.st_dev, held.st_ino) == (there.st_dev, there.st_ino)
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise OSError(errno.ENOENT, "the run directory was deleted or moved while this run was writing it; "
+                                        "stopped before writing more rows or checkpoints into it", str(self.run_dir))
 
     def release(self, unlink: bool = True) -> None:
         """Drops one level of the lock; at the outermost level removes the file and unlocks (and removes a

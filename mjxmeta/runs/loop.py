@@ -176,8 +176,8 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
     ``progress_fn`` (default :func:`default_sinks`: ``metrics.jsonl``,
     TensorBoard, visitation dumps, progress bar), saves checkpoints (with
     their config and checksums, :mod:`mjxmeta.runs.checkpoint`) every
-    ``config.checkpoint_every`` iterations, at the end and on SIGTERM/SIGINT
-    (:mod:`mjxmeta.runs.preemption`) under ``run_dir/checkpoints``. A resume
+    ``config.checkpoint_every`` iterations, at the end and on SIGTERM/SIGINT/SIGHUP
+    (:mod:`mjxmeta.runs.preemption`, whose handlers are installed first) under ``run_dir/checkpoints``. A resume
     restores the newest checkpoint that verifies.
 
     A ``sac``/``ppo`` student (:data:`mjxmeta.algo.config.BRAX_STUDENTS`) is
@@ -201,21 +201,32 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
         saved and reaches no sink; the message names the last verified checkpoint.
       CheckpointWriteError: an OS error while writing a checkpoint (earlier checkpoints stay intact).
       CheckpointCorrupt: resuming, and no checkpoint verifies.
-      Stopped: SIGTERM/SIGINT; the final checkpoint is written (unless a second signal abandoned the chunk).
+      ConfigError: (``total_steps``) resuming with a budget below the env steps the run has done.
+      OSError: (ENOENT, naming ``run_dir``) the run directory was deleted or moved during the run; found
+        before a log point's rows or checkpoint are written, so nothing more is written to a vanished run.
+      Stopped: SIGTERM/SIGINT/SIGHUP; the final checkpoint is written (unless a second signal abandoned the
+        chunk; one arriving while a checkpoint is written lets it finish).
     """
     if config.student.name in BRAX_STUDENTS:
         raise ConfigError("student.name", config.student.name, f"one of {STUDENT_NAMES} here; Brax's SAC/PPO run "
                           "through mjxmeta.train (mjxmeta.baselines.brax)")
 
-    import jax
-
-    from mjxmeta.runs.checkpoint import Checkpointer
     from mjxmeta.runs.preemption import StopSignals, Stopped
-    from mjxmeta.algo.trainer import Trainer
-    from mjxmeta.runs.programs import programs_of
 
     main = distributed.is_main()  # several processes: only process 0 locks and writes the run's files
-    with RunLock(run_dir) if main else contextlib.nullcontext(), StopSignals(run_dir) as stop:
+    # The signal handlers first (before the slow imports and the compile): a signal from here on stops cleanly.
+    # StopSignals is left last, once pending saves finished (it reads the resume point).
+    with StopSignals(run_dir) as stop, (RunLock(run_dir) if main else contextlib.nullcontext()) as lock:
+        import jax
+
+        from mjxmeta.runs.checkpoint import Checkpointer
+        from mjxmeta.algo.trainer import Trainer
+        from mjxmeta.runs.programs import programs_of
+
+        def still_there() -> None:  # the run directory was not deleted or moved under us (exit 5 if it was)
+            if lock is not None:
+                lock.check()
+
         distributed.on_main(lambda: check_start(run_dir, config, resume))
         trainer = Trainer(config)
         programs = programs_of(trainer)
@@ -271,21 +282,28 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                 # Every seed's values on every process (a collective with several processes).
                 metrics, returns, env_steps, visits = distributed.to_host(
                     (metrics, returns, state.env_steps, state.visits))
+                distributed.on_main(still_there)  # before this chunk's rows and checkpoint go anywhere
                 wall = time.time() - t0
                 rows = metric_rows(iteration, metrics, returns, env_steps, wall, coordinates)
                 if returns is not None:
                     final = [row["eval_return"] for row in rows]
                 progress_fn(iteration, rows, visits if config.visit_samples else None)
                 stopping = distributed.any_process(stop.signum is not None) and chunk + 1 < n_chunks
+                if stopping:
+                    stop.hold()  # from here a further signal lets the final checkpoint finish
                 if chunk + 1 == n_chunks or stopping or (config.checkpoint_every
                                                          and iteration % config.checkpoint_every == 0):
-                    ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1, "config": to_dict(config),
-                                                 "env_steps": int(env_steps[0]), "wall_s": wall})
+                    with stop.holding():  # a second signal does not cut a checkpoint short
+                        ckpt.save(iteration, state, {"iteration": iteration, "chunk": chunk + 1,
+                                                     "config": to_dict(config), "env_steps": int(env_steps[0]),
+                                                     "wall_s": wall})
                 if stopping:
                     raise Stopped(stop.signum or signal.SIGTERM)  # a peer process got the signal
         finally:
-            progress_fn.close()
-            ckpt.close()
+            with stop.holding():  # pending saves finish
+                progress_fn.close()
+                ckpt.close()
+        distributed.on_main(still_there)  # the last rows and checkpoint are where the run is
     return final
 
 

@@ -20,6 +20,12 @@ persistent compilation cache is (:func:`enable`, called by
 :func:`mjxmeta.runs.compile_cache.enable`), and only with one process and one
 device (sharded programs trace as before). A file that fails to load is
 ignored and rewritten. Deleting the directory is always safe.
+
+The entries are pickles, and loading a pickle runs whatever code it names:
+the directory must be trusted, as JAX's own compilation cache must be (its
+entries are executables). It is created with mode 0700 and, if it exists
+with a looser mode and belongs to this user, tightened to 0700; do not point
+``JAX_COMPILATION_CACHE_DIR`` at a directory others can write.
 """
 
 from __future__ import annotations
@@ -42,10 +48,28 @@ _fingerprint: str | None = None
 
 
 def enable(cache_dir: Path | None) -> Path | None:
-    """Stores programs under ``cache_dir / SUBDIR`` (None: off). Returns the directory in use."""
+    """Stores programs under ``cache_dir / SUBDIR`` (None: off), made private (:func:`private_dir`).
+
+    Returns:
+      the directory in use, or None (off, or it cannot be created: a warning on stderr).
+    """
     global _DIR
     _DIR = None if cache_dir is None else Path(cache_dir) / SUBDIR
+    if _DIR is not None:
+        try:
+            private_dir(_DIR)
+        except OSError as e:
+            print(f"mjxmeta: warning: stored programs off: cannot create {_DIR}: {e.strerror or e}", file=sys.stderr)
+            _DIR = None
     return _DIR
+
+
+def private_dir(path: Path) -> None:
+    """Creates ``path`` (and its parents) with mode 0700, or tightens an existing one of this user to 0700."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.stat()
+    if st.st_uid == os.getuid() and st.st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def directory() -> Path | None:
@@ -199,7 +223,7 @@ def _load(path: Path):
 
 def _store(path: Path, exported, out_tree) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(path.parent)
         blob = pickle.dumps((bytes(exported.serialize()), out_tree))
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
