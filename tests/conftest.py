@@ -13,11 +13,21 @@ import shutil
 import tempfile
 from typing import Any
 
-# JAX's persistent compilation cache (mjxmeta.runs.compile_cache) goes to a directory of this test session, removed
-# at exit, never the user's cache: set before JAX reads its environment; subprocesses of the tests inherit it.
-TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
+# JAX's persistent compilation cache (mjxmeta.runs.compile_cache, and with it the traced programs of
+# mjxmeta.runs.program_cache) goes to ONE directory per test session, removed at exit, never the user's cache: set
+# before JAX reads its environment; subprocesses of the tests inherit it. Under pytest-xdist the controller process
+# imports this file before it starts the workers, creates the directory and passes it to them in SESSION_CACHE_VAR;
+# a worker (PYTEST_XDIST_WORKER set) reuses it, so a program compiled in one worker or its subprocesses is loaded,
+# not compiled again, by the others. Only the process that created the directory removes it.
+SESSION_CACHE_VAR = "MJXMETA_TEST_SESSION_JAX_CACHE"
+_inherited = os.environ.get(SESSION_CACHE_VAR, "") if os.environ.get("PYTEST_XDIST_WORKER") else ""
+if _inherited and os.path.isdir(_inherited):
+    TEST_JAX_CACHE = _inherited
+else:
+    TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
+    os.environ[SESSION_CACHE_VAR] = TEST_JAX_CACHE
+    atexit.register(shutil.rmtree, TEST_JAX_CACHE, ignore_errors=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = TEST_JAX_CACHE
-atexit.register(shutil.rmtree, TEST_JAX_CACHE, ignore_errors=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -99,3 +109,4 @@ def _program_store_per_test():
     before = program_cache.directory()
     yield
     program_cache.enable(before.parent if before is not None else None)
+
