@@ -110,3 +110,30 @@ def _program_store_per_test():
     yield
     program_cache.enable(before.parent if before is not None else None)
 
+
+# Test files that take longest, longest first (measured with ``--durations``, see .ci/run). pytest-xdist's
+# ``--dist loadfile`` hands whole files to the workers in collection order (``--no-loadscope-reorder`` in
+# pyproject.toml; xdist's default order is by test count, which starts the many quick parametrized files first and
+# leaves a long file for last on one worker while the other idles). Starting the long files first lets the short ones
+# fill in beside them. Only the order changes: every test still runs, in its file's own order.
+SLOW_FILES_FIRST = (  # summed --durations of their slowest tests, 2 workers on a loaded 2-core machine (2026-12-08)
+    "test_trainer.py",        # ~970 s
+    "test_env_semantics.py",  # ~830 s (MJX envs: hopper, halfcheetah, ...)
+    "test_sweep.py",          # ~730 s
+    "test_meta_options.py",   # ~570 s
+    "test_teacher_resume.py",  # ~450 s
+    "test_faults.py",         # >= 440 s (module-scoped subprocess runs)
+    "test_checkpoint.py",     # ~410 s (module-scoped subprocess runs)
+    "test_distributed.py",    # ~340 s (module-scoped subprocess runs)
+    "test_bench.py",          # ~310 s
+    "test_td3.py",            # ~250 s
+    "test_render.py",         # ~160 s
+    "test_brax_baselines.py",  # ~150 s
+    "test_cli.py",            # ~140 s
+    "test_compile_cache.py",  # ~110 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the order within a file
