@@ -13,11 +13,21 @@ import shutil
 import tempfile
 from typing import Any
 
-# JAX's persistent compilation cache (mjxmeta.runs.compile_cache) goes to a directory of this test session, removed
-# at exit, never the user's cache: set before JAX reads its environment; subprocesses of the tests inherit it.
-TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
+# JAX's persistent compilation cache (mjxmeta.runs.compile_cache, and with it the traced programs of
+# mjxmeta.runs.program_cache) goes to ONE directory per test session, removed at exit, never the user's cache: set
+# before JAX reads its environment; subprocesses of the tests inherit it. Under pytest-xdist the controller process
+# imports this file before it starts the workers, creates the directory and passes it to them in SESSION_CACHE_VAR;
+# a worker (PYTEST_XDIST_WORKER set) reuses it, so a program compiled in one worker or its subprocesses is loaded,
+# not compiled again, by the others. Only the process that created the directory removes it.
+SESSION_CACHE_VAR = "MJXMETA_TEST_SESSION_JAX_CACHE"
+_inherited = os.environ.get(SESSION_CACHE_VAR, "") if os.environ.get("PYTEST_XDIST_WORKER") else ""
+if _inherited and os.path.isdir(_inherited):
+    TEST_JAX_CACHE = _inherited
+else:
+    TEST_JAX_CACHE = tempfile.mkdtemp(prefix="mjxmeta-test-jax-cache-")
+    os.environ[SESSION_CACHE_VAR] = TEST_JAX_CACHE
+    atexit.register(shutil.rmtree, TEST_JAX_CACHE, ignore_errors=True)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = TEST_JAX_CACHE
-atexit.register(shutil.rmtree, TEST_JAX_CACHE, ignore_errors=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
@@ -99,3 +109,31 @@ def _program_store_per_test():
     before = program_cache.directory()
     yield
     program_cache.enable(before.parent if before is not None else None)
+
+
+# Test files that take longest, longest first (measured with ``--durations``, see .ci/run). pytest-xdist's
+# ``--dist loadfile`` hands whole files to the workers in collection order (``--no-loadscope-reorder`` in
+# pyproject.toml; xdist's default order is by test count, which starts the many quick parametrized files first and
+# leaves a long file for last on one worker while the other idles). Starting the long files first lets the short ones
+# fill in beside them. Only the order changes: every test still runs, in its file's own order.
+SLOW_FILES_FIRST = (  # summed --durations of their slowest tests, 2 workers on a loaded 2-core machine (2026-12-08)
+    "test_trainer.py",        # ~970 s
+    "test_env_semantics.py",  # ~830 s (MJX envs: hopper, halfcheetah, ...)
+    "test_sweep.py",          # ~730 s
+    "test_meta_options.py",   # ~570 s
+    "test_teacher_resume.py",  # ~450 s
+    "test_faults.py",         # >= 440 s (module-scoped subprocess runs)
+    "test_checkpoint.py",     # ~410 s (module-scoped subprocess runs)
+    "test_distributed.py",    # ~340 s (module-scoped subprocess runs)
+    "test_bench.py",          # ~310 s
+    "test_td3.py",            # ~250 s
+    "test_render.py",         # ~160 s
+    "test_brax_baselines.py",  # ~150 s
+    "test_cli.py",            # ~140 s
+    "test_compile_cache.py",  # ~110 s
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps the order within a file

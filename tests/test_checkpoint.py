@@ -10,7 +10,7 @@ leaf by leaf, bit for bit. Only the resume refusal and the resume of a finished
 run call ``mjxmeta.cli.main`` in-process (neither trains).
 
 Cost control (2 shared CPU cores): the subprocesses share a JAX persistent
-compilation cache (in the module's temporary directory, or in
+compilation cache (the test session's, ``conftest.TEST_JAX_CACHE``, shared with the other test files, or
 ``$MJXMETA_TEST_JAX_CACHE`` if set, to reuse it across sessions), so only the
 first training process compiles the chunk program: every run with ``FLAGS``
 has the same program, ``--total-steps`` does not enter it. Run A (straight,
@@ -47,6 +47,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import TEST_JAX_CACHE
 from mjxmeta.runs.programs import programs_of
 
 HERE = Path(__file__).resolve().parent
@@ -338,7 +339,7 @@ def sub_env(workdir) -> dict[str, str]:
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1",
-               JAX_COMPILATION_CACHE_DIR=os.environ.get("MJXMETA_TEST_JAX_CACHE") or str(workdir / "jax_cache"),
+               JAX_COMPILATION_CACHE_DIR=os.environ.get("MJXMETA_TEST_JAX_CACHE") or TEST_JAX_CACHE,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     return env

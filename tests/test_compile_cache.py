@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import conftest
 import jax
 import pytest
 
@@ -45,6 +46,8 @@ def test_this_test_session_never_writes_the_users_cache():
     assert here is not None and here == Path(jax.config.jax_compilation_cache_dir)
     assert here.is_relative_to(tempfile.gettempdir())
     assert not here.is_relative_to(Path.home() / ".cache")
+    # one directory for the whole session: an xdist worker uses the one its controller created (conftest)
+    assert os.environ[conftest.SESSION_CACHE_VAR] == conftest.TEST_JAX_CACHE == str(here)
 
 
 @pytest.fixture

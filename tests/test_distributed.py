@@ -20,8 +20,8 @@ batch shape; integers and keys equal), which is why the reference uses two
 forced devices.
 
 Cost on 2 loaded cores: about 2 minutes (each 2-process run compiles its
-programs in both processes; a shared persistent compilation cache, in the
-module's temporary directory or ``$MJXMETA_TEST_JAX_CACHE``, serves repeats).
+programs in both processes; a shared persistent compilation cache, the test
+session's (``conftest.TEST_JAX_CACHE``) or ``$MJXMETA_TEST_JAX_CACHE``, serves repeats).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import TEST_JAX_CACHE
 from mjxmeta.runs.checkpoint import DIGEST
 from test_checkpoint import assert_bit_identical, check_ok, metrics_rows, restore, without_wall
 
@@ -92,7 +93,7 @@ def runs(tmp_path_factory):
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     env.update(JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1", PYTHONPATH=str(HERE.parent),
-               JAX_COMPILATION_CACHE_DIR=os.environ.get("MJXMETA_TEST_JAX_CACHE") or str(work / "jax_cache"),
+               JAX_COMPILATION_CACHE_DIR=os.environ.get("MJXMETA_TEST_JAX_CACHE") or TEST_JAX_CACHE,
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     two_devices = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     out = {}
