@@ -226,7 +226,8 @@ def prepare_run_dir(run_dir: str | Path | None, config: Config) -> Path:
     path = Path(run_dir)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write_probe"
+        probe = path / f".write_probe-{socket.gethostname()}-{os.getpid()}"  # one per process: every process of a
+        # distributed run probes the shared directory at once (mjxmeta.train), none may delete another's probe
         probe.write_text("ok")
         probe.unlink()
     except OSError as e:
