@@ -1,4 +1,4 @@
-"""What the compiled programs are keyed by (``mjxmeta.runs.programs.program_key``).
+"""What the compiled programs are keyed by (``mjxmeta.algo.config.program_fields``, ``Programs._key``).
 
 A resume may change only ``total_steps``; the stored traced programs must serve it (the key ignores the
 fields only the host loop reads), except where a program reads the budget (``student.lr_decay`` < 1).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from mjxmeta.algo.config import Config, StudentConfig, num_chunks, executed_iterations
-from mjxmeta.runs.programs import program_key
+from mjxmeta.algo.config import Config, StudentConfig, executed_iterations, num_chunks
+from mjxmeta.algo.config import program_fields as program_key
 
 
 def test_host_only_fields_do_not_key_the_programs():

@@ -254,7 +254,7 @@ def train(config: Config, run_dir: Path, *, resume: bool = False, progress: bool
                 print(f"no complete checkpoint in {run_dir}; starting from scratch", file=sys.stderr)
             state = programs.init_seeds(programs.shard(trainer.seed_keys()))
 
-        n_chunks = num_chunks(trainer.config)
+        n_chunks = num_chunks(config)
         coordinates = run_coordinates(config)
         final: list[float] = []
         if start_chunk >= n_chunks:  # resumed a finished run: no chunk to run; report the checkpoint's evaluation

@@ -11,7 +11,8 @@ R = V * S (V combinations of ``config.sweep`` x S seeds):
 
 The run axis may be sharded over devices (:meth:`Programs.seed_sharding`), and
 each program is stored once traced (:mod:`mjxmeta.runs.program_cache`), keyed
-by what the programs read (:func:`program_key`).
+by what the programs read (:func:`mjxmeta.algo.config.program_fields`: the config
+without the fields only the host loop reads, so a resume with a new ``total_steps`` reuses them).
 """
 
 from __future__ import annotations
@@ -22,16 +23,10 @@ import weakref
 import jax
 import jax.numpy as jnp
 
-from mjxmeta.algo.config import Config, program_fields
+from mjxmeta.algo.config import program_fields
 from mjxmeta.algo.trainer import Trainer, TrainState
 from mjxmeta.runs import program_cache
 from mjxmeta.runs.distributed import check_seeds, global_array
-
-
-def program_key(config: Config) -> dict:
-    """What the traced programs depend on besides their inputs: the config without the fields only the host
-    loop reads (:func:`mjxmeta.algo.config.program_fields`), so a resume with a new ``total_steps`` reuses them."""
-    return program_fields(config)
 
 
 class Programs:
@@ -76,7 +71,8 @@ class Programs:
 
     @functools.cached_property
     def _key(self) -> dict:
-        return program_key(self.config)
+        """What the traced programs depend on besides their inputs."""
+        return program_fields(self.config)
 
     def _state_shapes(self) -> TrainState:
         """``ShapeDtypeStruct`` tree of the batched state (from the stored ``init`` program when there is one)."""
