@@ -41,6 +41,7 @@ moves both and ``MJXMETA_COMPILATION_CACHE=0`` turns both off
 from __future__ import annotations
 
 import argparse
+import logging
 import builtins
 import contextlib
 import dataclasses
@@ -106,6 +107,9 @@ class _QuietWarpImport(importlib.abc.MetaPathFinder):
 def quiet_known_noise() -> None:
     """Drops the known start-up messages above (idempotent); called first by :func:`main`."""
     warnings.filterwarnings("ignore", message=_BRAX_NOTICE, category=UserWarning)
+    # Orbax's restore of a damaged checkpoint leaves failed asyncio tasks nobody awaits; the fallback already
+    # reported the failure in one line, so asyncio's "exception was never retrieved" dumps are noise.
+    logging.getLogger("asyncio").addFilter(lambda r: "exception was never retrieved" not in r.getMessage())
     if not any(isinstance(f, _QuietWarpImport) for f in sys.meta_path):
         sys.meta_path.insert(0, _QuietWarpImport())
 
